@@ -1,0 +1,5 @@
+import sys
+
+from cpcl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,286 @@
+"""Command-line interface: the only module that parses argv, sets up logging, picks the device and prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("cpcl")
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("cpcl").setLevel(logging.DEBUG if verbose else logging.INFO)
+    # open_clip logs every model creation at INFO on the root logger
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def _pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda requested but no CUDA device is available")
+    return device
+
+
+def resolve_config_path(name: str) -> Path:
+    """A config file path, or the name of a config shipped with cpcl (``cpcl configs`` lists them)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = PACKAGED_CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if packaged.is_file():
+        return packaged
+    known = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise SystemExit(f"error: config {name!r} is not a file nor a packaged config ({known})")
+
+
+# --------------------------------------------------------------------------------------------- commands
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from cpcl.data.synthetic import generate_synthpedes
+
+    t0 = time.perf_counter()
+    ann = generate_synthpedes(args.out, num_ids=args.ids, seed=args.seed, height=args.height, width=args.width,
+                              images_per_id=args.images_per_id, val_ids=args.val_ids, test_ids=args.test_ids,
+                              domain=args.domain, workers=args.workers, progress=True)
+    from cpcl.data.formats import load_annotations
+
+    summary = load_annotations("cuhk-pedes", ann.parent).summary()
+    print(f"SynthPedes written to {ann.parent} in {time.perf_counter() - t0:.1f}s")
+    _print_summary(summary)
+    print(f"montage: {ann.parent / 'montage.png'}")
+    return 0
+
+
+def _print_summary(summary: dict[str, dict[str, int]]) -> None:
+    print(f"{'split':<6} {'images':>8} {'captions':>9} {'identities':>11}")
+    for split, row in summary.items():
+        print(f"{split:<6} {row['images']:>8} {row['captions']:>9} {row['identities']:>11}")
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cpcl.data.formats import check_images, read_annotations
+    from cpcl.data.records import DatasetError
+
+    try:
+        ann = read_annotations(args.format, args.root)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    problems = list(ann.problems)
+    if not args.skip_images:
+        problems += check_images(ann, progress=lambda recs: tqdm(recs, desc="decode images", leave=False))
+    print(f"{ann.name}: {ann.annotation_file}")
+    _print_summary(ann.summary())
+    dups = ann.duplicate_images()
+    if dups:
+        print(f"note: {len(dups)} images appear in more than one record (first: {dups[0]})")
+    if problems:
+        print(f"\n{len(problems)} problem(s):")
+        for p in problems:
+            print(f"  {p}")
+        return 1
+    print("\nno problems found")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cpcl.config import load_config
+    from cpcl.engine.trainer import results_table, train
+
+    config = load_config(resolve_config_path(args.config), args.set or [])
+    device = _pick_device(args.device)
+    t0 = time.perf_counter()
+    result = train(config, args.out, device=device, progress=not args.no_progress)
+    print(results_table(result.test, title=f"test metrics ({args.out}, best epoch {result.best_epoch}, "
+                                             f"{time.perf_counter() - t0:.0f}s)"))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cpcl.data.formats import load_annotations
+    from cpcl.engine.trainer import results_table
+    from cpcl.evaluation.evaluate import EvalSplit
+    from cpcl.model.checkpoint import load_checkpoint
+
+    device = _pick_device(args.device)
+    model, tokenizer, preprocess, _, payload = load_checkpoint(args.checkpoint, device)
+    records = load_annotations(args.format, args.root).split(args.split)
+    if not records:
+        raise SystemExit(f"error: {args.root} has no {args.split} split")
+    split = EvalSplit(records, tokenizer, preprocess)
+    metrics = split.evaluate(model, device, args.batch_size, progress=True)
+    print(results_table({Path(args.checkpoint).name: metrics.as_dict()}, title=f"{args.split} split of {args.root}"))
+    if args.json:
+        from cpcl.data.io import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({"checkpoint": str(args.checkpoint), "split": args.split,
+                                                  "epoch": payload.get("epoch"), **metrics.as_dict()}, indent=2))
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from cpcl.config import load_config
+    from cpcl.engine.trainer import train
+    from cpcl.model.backbone import BUILTIN_WEIGHTS
+    from cpcl.model.checkpoint import export_clip_weights
+
+    config = load_config(resolve_config_path(args.config), args.set or [])
+    device = _pick_device(args.device)
+    result = train(config, args.out, device=device, progress=not args.no_progress)
+    target = Path(args.weights_out) if args.weights_out else BUILTIN_WEIGHTS["synthclip-tiny"][1]
+    best = Path(args.out) / ("best.pt" if result.best_epoch is not None else "last.pt")
+    export_clip_weights(best, target)
+    print(f"pretrained weights (epoch {result.best_epoch}) written to {target}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cpcl.config import load_config
+    from cpcl.engine.trainer import results_table, train
+
+    t0 = time.perf_counter()
+    config = load_config(PACKAGED_CONFIGS / "demo_synthpedes.yaml", args.set or [])
+    device = _pick_device(args.device)
+    result = train(config, args.out, device=device, progress=not args.no_progress)
+    wall = time.perf_counter() - t0
+    print()
+    print(results_table(result.test, title=f"SynthPedes test split: {result.test['last']['num_queries']} caption "
+                                             f"queries, {result.test['last']['num_gallery']} images"))
+    print(f"best-on-val epoch: {result.best_epoch}; wall time {wall:.0f}s on {device}")
+    print(f"dataset montage: {Path(config.data.root) / 'montage.png'}")
+    print(f"curves: {Path(args.out) / 'curves.png'}; checkpoints, metrics.jsonl and results in {args.out}")
+    return 0
+
+
+def cmd_export_weights(args: argparse.Namespace) -> int:
+    from cpcl.model.checkpoint import export_clip_weights
+
+    path = export_clip_weights(args.checkpoint, args.out, half=not args.fp32)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_configs(args: argparse.Namespace) -> int:
+    for path in sorted(PACKAGED_CONFIGS.glob("*.yaml")):
+        first = next((line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        print(f"{path.stem:<28} {first}")
+    return 0
+
+
+def cmd_archs(args: argparse.Namespace) -> int:
+    from cpcl.model.backbone import list_archs
+
+    print("\n".join(list_archs()))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cpcl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate the SynthPedes benchmark (CUHK-PEDES format)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ids", type=int, default=1000, help="number of identities")
+    p.add_argument("--val-ids", type=int, default=100)
+    p.add_argument("--test-ids", type=int, default=200)
+    p.add_argument("--images-per-id", type=float, default=3.0)
+    p.add_argument("--height", type=int, default=128)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--domain", default="street", choices=["street", "indoor"])
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    c = dsub.add_parser("check", help="validate a dataset and list every problem")
+    c.add_argument("--format", required=True, choices=["cuhk-pedes", "icfg-pedes", "rstpreid", "jsonl"])
+    c.add_argument("--root", required=True)
+    c.add_argument("--skip-images", action="store_true", help="do not decode every image")
+    c.set_defaults(func=cmd_data_check)
+
+    def add_run_args(p: argparse.ArgumentParser, config_default: str | None) -> None:
+        p.add_argument("--config", required=config_default is None, default=config_default,
+                       help="YAML file or packaged config name (`cpcl configs`)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+        p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("train", help="train a model from a config")
+    add_run_args(p, None)
+    p.add_argument("--out", required=True, help="run directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", required=True, choices=["cuhk-pedes", "icfg-pedes", "rstpreid", "jsonl"])
+    p.add_argument("--root", required=True)
+    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--json", help="write the metrics to this JSON file")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("pretrain", help="pretrain the small SynthPedes CLIP and export its weights")
+    add_run_args(p, "pretrain_synthclip_tiny")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--weights-out", help="where to write the weights (default: the packaged cpcl:synthclip-tiny)")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("demo", help="the synthetic end-to-end demo: data, fine-tuning, results table")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export-weights", help="write a checkpoint's CLIP weights as an open_clip state dict")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--fp32", action="store_true")
+    p.set_defaults(func=cmd_export_weights)
+
+    sub.add_parser("configs", help="list packaged configs").set_defaults(func=cmd_configs)
+    sub.add_parser("archs", help="list model architectures").set_defaults(func=cmd_archs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    from cpcl.config import ConfigError
+    from cpcl.data.records import DatasetError
+    from cpcl.model.backbone import WeightsError
+    from cpcl.model.checkpoint import CheckpointError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, DatasetError, WeightsError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; completed checkpoints are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

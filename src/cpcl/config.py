@@ -1,0 +1,239 @@
+"""Typed experiment configuration.
+
+A YAML file maps onto the frozen dataclasses below; ``--set key=value`` overrides dotted keys.
+Unknown keys are errors that name the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """SynthPedes generation settings, used when ``data.format`` is ``synth``."""
+
+    num_ids: int = 600
+    seed: int = 0
+    height: int = 128
+    width: int = 64
+    images_per_id: float = 3.0
+    captions_per_image: int = 2
+    val_ids: int = 100
+    test_ids: int = 200
+    near_duplicate_fraction: float = 0.15
+    domain: str = "street"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    format: str = "synth"  # cuhk-pedes | icfg-pedes | rstpreid | jsonl | synth
+    root: str = "data/synthpedes"
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    num_workers: int = 0
+    cache_images: bool = True  # keep decoded training images in memory (small datasets)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "cpcl-vit-tiny"  # any open_clip model name, or one shipped in cpcl/model/archs
+    pretrained: str | None = "cpcl:synthclip-tiny"  # open_clip tag, cpcl:<name>, a local file, or null
+    image_size: tuple[int, int] = (128, 64)  # (height, width)
+    context_length: int = 77
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: bool = True
+    pad: int = 10
+    random_erasing: float = 0.5  # probability; 0 disables
+    erasing_scale: tuple[float, float] = (0.02, 0.4)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-5
+    bias_lr_factor: float = 2.0
+    weight_decay: float = 4e-5
+    weight_decay_bias: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: int = 5
+    warmup_start_factor: float = 0.1
+    min_lr_factor: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    temperature: float = 0.02
+    seed: int = 0
+    eval_every: int = 1
+    max_steps_per_epoch: int | None = None  # for smoke tests
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key at fault."""
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to ``annotation``; raise ConfigError naming ``key`` on mismatch."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return _build(annotation, value, key)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key(s): {', '.join(where + k for k in unknown)} "
+            f"(valid here: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.epochs=3"`` -> ``("train.epochs", 3)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {text!r}: empty key")
+    return key, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def config_from_dict(values: dict[str, Any] | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a :class:`Config` from a nested mapping plus ``key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    if values:
+        tree = _merge({}, values)
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    return _build(Config, tree)
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        elif isinstance(v, dict):
+            out[k] = _merge({}, v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML experiment file (or defaults when ``path`` is None) and apply overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        values = loaded or {}
+    try:
+        return config_from_dict(values, overrides)
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,50 @@
+"""Resolve ``DataConfig`` to parsed annotations, generating SynthPedes on first use."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from cpcl.config import DataConfig, SynthConfig
+from cpcl.data.formats import load_annotations
+from cpcl.data.records import Annotations
+from cpcl.data.synthetic import GENERATOR_VERSION, generate_synthpedes
+
+log = logging.getLogger(__name__)
+
+
+def _synth_settings(cfg: SynthConfig) -> dict:
+    return {**asdict(cfg), "version": GENERATOR_VERSION}
+
+
+def prepare_synth(root: str | Path, cfg: SynthConfig, progress: bool = False) -> Path:
+    """Generate SynthPedes into ``root`` unless the same settings are already there."""
+    root = Path(root)
+    meta_path = root / "synthpedes_meta.json"
+    wanted = _synth_settings(cfg)
+    if (root / "reid_raw.json").is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        have = {k: meta.get(k) for k in wanted}
+        if have == wanted:
+            return root
+        diff = ", ".join(f"{k}: {have[k]!r} on disk vs {wanted[k]!r}" for k in wanted if have[k] != wanted[k])
+        raise ValueError(f"{root} holds SynthPedes made with other settings ({diff}); "
+                         "set data.root to another folder or delete it")
+    if root.exists() and any(root.iterdir()) and not (root / "imgs").exists():
+        raise ValueError(f"{root} exists and is not a SynthPedes folder; set data.root to an empty folder")
+    log.info("generating SynthPedes (%d identities, seed %d) in %s", cfg.num_ids, cfg.seed, root)
+    generate_synthpedes(root, num_ids=cfg.num_ids, seed=cfg.seed, height=cfg.height, width=cfg.width,
+                        images_per_id=cfg.images_per_id, captions_per_image=cfg.captions_per_image,
+                        val_ids=cfg.val_ids, test_ids=cfg.test_ids,
+                        near_duplicate_fraction=cfg.near_duplicate_fraction, domain=cfg.domain,
+                        progress=progress)
+    return root
+
+
+def load_dataset(cfg: DataConfig, progress: bool = False) -> Annotations:
+    if cfg.format == "synth":
+        root = prepare_synth(cfg.root, cfg.synth, progress)
+        return load_annotations("cuhk-pedes", root)
+    return load_annotations(cfg.format, cfg.root)

@@ -1,0 +1,200 @@
+"""The training loop: instance-level image-text contrastive learning on pairs (the weak baseline).
+
+Every epoch: train on shuffled pairs (order from ``(seed, epoch)``), evaluate on **val**, keep the
+best-on-val and the last checkpoint (atomic writes, resolved config inside). At the end, report
+**test** metrics of both, next to the zero-shot model and a random ranking.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm import tqdm
+
+from cpcl.config import Config, save_config
+from cpcl.data.datasets import TrainPairs
+from cpcl.data.io import atomic_write_text
+from cpcl.data.sources import load_dataset
+from cpcl.data.transforms import build_train_transform
+from cpcl.engine.optim import build_optimizer, build_scheduler
+from cpcl.engine.seeding import epoch_generator, seed_everything
+from cpcl.evaluation.evaluate import EvalSplit
+from cpcl.evaluation.metrics import RetrievalMetrics, chance_metrics
+from cpcl.losses.contrastive import itc_loss
+from cpcl.model.backbone import build_tokenizer
+from cpcl.model.checkpoint import build_model, preprocess_of, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    best_epoch: int | None
+    test: dict[str, dict[str, Any]] = field(default_factory=dict)  # row name -> metrics
+
+
+def _write_jsonl(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def train_step(model, batch: dict[str, torch.Tensor], config: Config, device: torch.device) -> dict[str, torch.Tensor]:
+    """Forward one batch and return the named loss terms and their weighted total (``loss``)."""
+    images = batch["image"].to(device, non_blocking=True)
+    tokens = batch["tokens"].long().to(device, non_blocking=True)
+    image_index = batch["image_index"].to(device)
+    v, t = model(images, tokens)
+    itc = itc_loss(v, t, config.train.temperature, image_index)
+    return {"loss": itc, "itc": itc}
+
+
+def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu",
+          progress: bool = True) -> RunResult:
+    """Train ``config`` into ``out_dir`` (created); returns test metrics of best-on-val and last."""
+    device = torch.device(device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    seed_everything(config.train.seed)
+
+    ann = load_dataset(config.data, progress=progress)
+    train_records, val_records, test_records = ann.split("train"), ann.split("val"), ann.split("test")
+    if not train_records:
+        raise ValueError(f"{ann.annotation_file}: no training records")
+    log.info("data %s: %s", ann.annotation_file, ann.summary())
+
+    model = build_model(config).to(device)
+    tokenizer = build_tokenizer(config.model.arch, config.model.context_length)
+    preprocess = preprocess_of(config)
+    train_set = TrainPairs(train_records, tokenizer, build_train_transform(preprocess, config.augment),
+                           cache_images=config.data.cache_images)
+    val = EvalSplit(val_records, tokenizer, preprocess, config.data.cache_images) if val_records else None
+    test = EvalSplit(test_records, tokenizer, preprocess) if test_records else None
+    if val is None:
+        log.warning("no val split: every epoch is kept as 'last' and no best-on-val checkpoint is chosen")
+
+    steps_per_epoch = len(train_set) // config.train.batch_size
+    if config.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.train.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"train.batch_size={config.train.batch_size} exceeds the {len(train_set)} training pairs")
+    optimizer = build_optimizer(model, config.optim)
+    scheduler = build_scheduler(optimizer, config.optim, config.train.epochs, steps_per_epoch)
+
+    result = RunResult(out_dir=out, best_epoch=None)
+    ebs = config.train.eval_batch_size
+    zero_shot_val = val.evaluate(model, device, ebs) if val else None
+    _write_jsonl(metrics_path, {"epoch": 0, "val": zero_shot_val.as_dict() if zero_shot_val else None})
+    if test is not None:
+        result.test["chance"] = chance_metrics(test.query_ids, test.gallery_ids).as_dict()
+        result.test["zero-shot"] = test.evaluate(model, device, ebs).as_dict()
+    best_score = float("-inf")
+    history: list[dict[str, Any]] = []
+    for epoch in range(1, config.train.epochs + 1):
+        t0 = time.perf_counter()
+        sampler = RandomSampler(train_set, generator=epoch_generator(config.train.seed, epoch))
+        loader = DataLoader(train_set, batch_size=config.train.batch_size, sampler=sampler, drop_last=True,
+                            num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
+                            persistent_workers=False)
+        model.train()
+        totals: dict[str, float] = {}
+        seen = 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.train.epochs}", disable=not progress,
+                   leave=False)
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            terms = train_step(model, batch, config, device)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            scheduler.step()
+            for k, v in terms.items():
+                totals[k] = totals.get(k, 0.0) + float(v.detach())
+            seen += 1
+            bar.set_postfix(loss=f"{float(terms['loss'].detach()):.3f}")
+            bar.update()
+        bar.close()
+        train_time = time.perf_counter() - t0
+        row: dict[str, Any] = {"epoch": epoch, **{k: v / max(1, seen) for k, v in totals.items()},
+                               "lr": optimizer.param_groups[0]["lr"],
+                               "pairs_per_s": seen * config.train.batch_size / train_time,
+                               "time": {"train": train_time}}
+        is_eval_epoch = epoch % config.train.eval_every == 0 or epoch == config.train.epochs
+        if val is not None and is_eval_epoch:
+            t1 = time.perf_counter()
+            val_metrics = val.evaluate(model, device, ebs)
+            row["time"]["eval"] = time.perf_counter() - t1
+            row["val"] = val_metrics.as_dict()
+            score = val_metrics.rank1 + val_metrics.mAP
+            if score > best_score:
+                best_score = score
+                result.best_epoch = epoch
+                save_checkpoint(out / "best.pt", model, config, epoch=epoch, val=val_metrics.as_dict())
+        save_checkpoint(out / "last.pt", model, config, epoch=epoch, val=row.get("val"),
+                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+        _write_jsonl(metrics_path, row)
+        history.append(row)
+        log.info("epoch %d: loss %.4f, %.0f pairs/s%s", epoch, row["loss"], row["pairs_per_s"],
+                 f", val R1 {row['val']['rank1']:.2f} mAP {row['val']['mAP']:.2f}" if "val" in row else "")
+    plot_curves(history, zero_shot_val, out / "curves.png")
+
+    if test is not None:
+        from cpcl.model.checkpoint import load_checkpoint
+
+        result.test["last"] = test.evaluate(model, device, ebs).as_dict()
+        if result.best_epoch is not None:
+            best_model = load_checkpoint(out / "best.pt", device)[0]
+            result.test["best-on-val"] = test.evaluate(best_model, device, ebs).as_dict()
+    summary = {"best_epoch": result.best_epoch, "test": result.test,
+               "zero_shot_val": zero_shot_val.as_dict() if zero_shot_val else None}
+    atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "results.md", results_table(result.test, title=f"test split, {ann.name}"))
+    return result
+
+
+def results_table(rows: dict[str, dict[str, Any]], title: str = "") -> str:
+    """A Markdown table of retrieval metrics, one row per model."""
+    cols = ["rank1", "rank5", "rank10", "mAP", "mINP", "rSum"]
+    head = "| model | R1 | R5 | R10 | mAP | mINP | rSum |\n|---|---:|---:|---:|---:|---:|---:|\n"
+    body = "".join(f"| {name} | " + " | ".join(f"{m[c]:.2f}" for c in cols) + " |\n" for name, m in rows.items())
+    return (f"{title}\n\n" if title else "") + head + body
+
+
+def plot_curves(history: list[dict[str, Any]], zero_shot: RetrievalMetrics | None, path: Path) -> None:
+    """Loss and val R1/mAP per epoch, as a PNG."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax_loss.plot(epochs, [r["loss"] for r in history], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    val_rows = [r for r in history if "val" in r]
+    if val_rows:
+        ve = [r["epoch"] for r in val_rows]
+        for key in ("rank1", "mAP"):
+            start = [getattr(zero_shot, key)] if zero_shot else []
+            ax_val.plot(([0] if zero_shot else []) + ve, start + [r["val"][key] for r in val_rows], marker="o",
+                        label=key)
+        ax_val.set(xlabel="epoch", ylabel="%", title="val retrieval")
+        ax_val.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

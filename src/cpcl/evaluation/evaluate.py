@@ -1,0 +1,39 @@
+"""Encode an evaluation split (every caption queries every image) and compute its metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from cpcl.data.datasets import ImageSet, eval_split, tokenize_all
+from cpcl.data.records import ImageRecord
+from cpcl.data.transforms import build_eval_transform
+from cpcl.evaluation.metrics import RetrievalMetrics, retrieval_metrics
+from cpcl.model.backbone import Preprocess
+from cpcl.model.encode import encode_images, encode_texts
+from cpcl.model.retrieval_model import RetrievalModel
+
+
+class EvalSplit:
+    """A split's gallery and queries, tokenised once and reused every epoch."""
+
+    def __init__(self, records: Sequence[ImageRecord], tokenizer: Callable, preprocess: Preprocess,
+                 cache_images: bool = False):
+        from cpcl.data.datasets import ImageStore
+
+        paths, self.gallery_ids, self.captions, self.query_ids = eval_split(records)
+        self.images = ImageSet(paths, build_eval_transform(preprocess), ImageStore(paths, cache=cache_images))
+        self.tokens = tokenize_all(tokenizer, self.captions)
+
+    def similarity(self, model: RetrievalModel, device: torch.device, batch_size: int = 256,
+                   progress: bool = False) -> torch.Tensor:
+        """``(num_captions, num_images)`` cosine similarities."""
+        gallery = encode_images(model, self.images, device, batch_size, progress=progress)
+        queries = encode_texts(model, self.tokens, device, batch_size, progress=progress)
+        return queries @ gallery.t()
+
+    def evaluate(self, model: RetrievalModel, device: torch.device, batch_size: int = 256,
+                 progress: bool = False) -> RetrievalMetrics:
+        sim = self.similarity(model, device, batch_size, progress)
+        return retrieval_metrics(sim, self.query_ids, self.gallery_ids)

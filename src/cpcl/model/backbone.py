@@ -1,0 +1,213 @@
+"""The one funnel through which CLIP models are built and weights are loaded.
+
+Architectures come from open_clip (``ViT-B-16`` ...) or from the small configs shipped in
+``cpcl/model/archs``. Weights come from one of:
+
+- ``None``: random initialisation;
+- an open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k`` ...), fetched by open_clip into its cache;
+- ``cpcl:<name>``: a checkpoint shipped inside this package (the SynthPedes-pretrained small CLIPs);
+- a local file: OpenAI's TorchScript archive as distributed (``ViT-B-16.pt``), an open_clip state dict
+  (``.pt``/``.bin``/``.safetensors``), or a cpcl checkpoint.
+
+Non-square inputs (384x128) resize the visual position grid bilinearly, keeping the class position.
+Every key that does not fit is reported: a mismatch raises :class:`WeightsError` instead of silently
+training a half-random model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+ARCH_DIR = Path(__file__).parent / "archs"
+ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
+BUILTIN_WEIGHTS = {
+    "synthclip-tiny": ("cpcl-vit-tiny", ASSET_DIR / "synthclip_tiny.pt"),
+}
+CLIP_MEAN = tuple(open_clip.OPENAI_DATASET_MEAN)
+CLIP_STD = tuple(open_clip.OPENAI_DATASET_STD)
+_JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+_archs_registered = False
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be loaded into the requested architecture."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What an image must go through before the model; travels with the weights."""
+
+    image_size: tuple[int, int]  # (height, width)
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+
+def _register_archs() -> None:
+    global _archs_registered
+    if not _archs_registered:
+        open_clip.add_model_config(ARCH_DIR)
+        _archs_registered = True
+
+
+def list_archs() -> list[str]:
+    _register_archs()
+    return open_clip.list_models()
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """Read weights from a file; returns the CLIP state dict and whether it was an OpenAI JIT archive."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu"), False
+    if _is_torchscript(path):
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is how OpenAI ships CLIP
+            warnings.simplefilter("ignore", FutureWarning)
+            archive = torch.jit.load(str(path), map_location="cpu")
+        state = {k: v for k, v in archive.state_dict().items() if k not in _JIT_EXTRA_KEYS}
+        return state, True
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a readable weights file ({exc})") from None
+    if isinstance(obj, dict) and "model" in obj and "config" in obj:  # a cpcl checkpoint
+        obj = {k.removeprefix("clip."): v for k, v in obj["model"].items()}
+    elif isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: expected a state dict of tensors")
+    if obj and all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj, False
+
+
+def resize_visual_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Resize a ``(1 + h*w, D)`` position table to ``grid`` (bilinear), keeping the class position.
+
+    The source grid must be square (as every CLIP checkpoint's is) or already equal to ``grid``.
+    """
+    n = pos.shape[0] - 1
+    if n == grid[0] * grid[1]:
+        return pos
+    side = int(round(n**0.5))
+    if side * side != n:
+        raise WeightsError(f"cannot resize a non-square position grid of {n} patches to {grid}")
+    cls_pos, grid_pos = pos[:1], pos[1:]
+    grid_pos = grid_pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    grid_pos = F.interpolate(grid_pos, size=grid, mode="bilinear", align_corners=False)
+    grid_pos = grid_pos.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)
+    return torch.cat([cls_pos, grid_pos], dim=0)
+
+
+def _resolve_weights(arch: str, pretrained: str) -> tuple[Path, str]:
+    """Map a weights spec to a local file and the architecture it belongs to."""
+    if pretrained.startswith("cpcl:"):
+        name = pretrained.removeprefix("cpcl:")
+        if name not in BUILTIN_WEIGHTS:
+            raise WeightsError(f"unknown built-in weights {pretrained!r}; available: "
+                               + ", ".join(f"cpcl:{k}" for k in BUILTIN_WEIGHTS))
+        own_arch, path = BUILTIN_WEIGHTS[name]
+        if own_arch != arch:
+            raise WeightsError(f"{pretrained} are weights for {own_arch}, not {arch}")
+        if not path.is_file():
+            raise WeightsError(f"{pretrained}: {path} is missing; recreate it with `cpcl pretrain` (README)")
+        return path, arch
+    candidate = Path(pretrained).expanduser()
+    if candidate.exists() or any(sep in pretrained for sep in "/\\") or candidate.suffix:
+        return candidate, arch
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    if pretrained not in tags:
+        raise WeightsError(f"{pretrained!r} is neither a file nor a pretrained tag of {arch} "
+                           f"(tags: {', '.join(tags) or 'none'})")
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    try:
+        path = open_clip.download_pretrained(cfg)
+    except Exception as exc:
+        raise WeightsError(f"could not fetch {arch}/{pretrained} ({exc}); put the weights file on disk and "
+                           "pass its path as model.pretrained instead") from None
+    return Path(path), arch
+
+
+def build_clip(arch: str, image_size: tuple[int, int], pretrained: str | None = None,
+               quick_gelu: bool | None = None) -> nn.Module:
+    """Create an open_clip CLIP of ``arch`` at ``image_size`` (H, W) and load ``pretrained`` into it."""
+    _register_archs()
+    if arch not in open_clip.list_models():
+        raise WeightsError(f"unknown architecture {arch!r}; e.g. ViT-B-16, cpcl-vit-tiny (see `cpcl archs`)")
+    state, is_openai_jit = None, False
+    if pretrained:
+        path, arch = _resolve_weights(arch, pretrained)
+        state, is_openai_jit = read_state_dict(path)
+        if quick_gelu is None:
+            # OpenAI's weights were trained with QuickGELU; so were open_clip's "openai" tag and archive
+            quick_gelu = is_openai_jit or pretrained == "openai"
+    with _quiet_root_logger():  # open_clip warns "initialized randomly" even when we load weights next
+        model = open_clip.create_model(arch, pretrained=None, force_image_size=tuple(image_size),
+                                       force_quick_gelu=bool(quick_gelu))
+    if state is not None:
+        load_clip_weights(model, state, source=str(pretrained))
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def load_clip_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a CLIP state dict, resizing the visual position grid; raise on any key that does not fit."""
+    state = dict(state)
+    key = "visual.positional_embedding"
+    if key in state and hasattr(model.visual, "grid_size"):
+        state[key] = resize_visual_pos_embed(state[key], tuple(model.visual.grid_size))
+    own = model.state_dict()
+    shape_errors = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                    for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if shape_errors or missing or unexpected:
+        lines = [f"weights from {source} do not fit the model:"]
+        if shape_errors:
+            lines.append("  shape mismatch: " + "; ".join(shape_errors[:8]))
+        if missing:
+            lines.append(f"  missing from file ({len(missing)}): " + ", ".join(missing[:8]))
+        if unexpected:
+            lines.append(f"  not in model ({len(unexpected)}): " + ", ".join(unexpected[:8]))
+        raise WeightsError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+    log.info("loaded CLIP weights from %s", source)
+
+
+def build_tokenizer(arch: str, context_length: int = 77):
+    """CLIP's BPE tokenizer (offline; the vocabulary ships with open_clip). Truncation keeps the end token."""
+    _register_archs()
+    return open_clip.get_tokenizer(arch, context_length=context_length)

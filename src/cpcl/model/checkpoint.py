@@ -1,0 +1,81 @@
+"""cpcl checkpoints: model weights with the resolved config (and so the preprocessing) inside.
+
+Writes are atomic: a run killed mid-write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cpcl.config import Config, config_from_dict
+from cpcl.data.io import atomic_write_bytes
+from cpcl.model.backbone import Preprocess, build_clip, build_tokenizer
+from cpcl.model.retrieval_model import RetrievalModel
+
+CHECKPOINT_FORMAT = "cpcl-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(path: str | Path, model: RetrievalModel, config: Config, **extra: Any) -> None:
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config.to_dict(),
+               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a cpcl checkpoint (for raw CLIP weights use model.pretrained)")
+    return payload
+
+
+def build_model(config: Config, pretrained: str | None | bool = True) -> RetrievalModel:
+    """The retrieval model a config describes; ``pretrained=False`` skips loading its weights."""
+    weights = config.model.pretrained if pretrained is True else (pretrained or None)
+    clip = build_clip(config.model.arch, config.model.image_size, weights)
+    return RetrievalModel(clip)
+
+
+def preprocess_of(config: Config) -> Preprocess:
+    return Preprocess(image_size=tuple(config.model.image_size))
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
+    """Rebuild the model of a checkpoint -> ``(model, tokenizer, preprocess, config, payload)``."""
+    payload = read_checkpoint(path)
+    config = config_from_dict(payload["config"])
+    model = build_model(config, pretrained=False)
+    missing, unexpected = model.load_state_dict(payload["model"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match {config.model.arch} "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    model.to(device).eval()
+    tokenizer = build_tokenizer(config.model.arch, config.model.context_length)
+    return model, tokenizer, preprocess_of(config), config, payload
+
+
+def export_clip_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:
+    """Write a checkpoint's CLIP weights as a plain open_clip state dict (fp16 by default)."""
+    payload = read_checkpoint(checkpoint)
+    state = {k.removeprefix("clip."): (v.half() if half and v.is_floating_point() else v)
+             for k, v in payload["model"].items()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(out, buf.getvalue())
+    return Path(out)

@@ -1,0 +1,50 @@
+"""Batched feature extraction in a fixed order with eval transforms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from cpcl.model.retrieval_model import RetrievalModel
+
+
+@torch.no_grad()
+def encode_images(model: RetrievalModel, images: Dataset, device: torch.device, batch_size: int = 256,
+                  num_workers: int = 0, progress: bool = False, desc: str = "encode images") -> torch.Tensor:
+    """Encode a dataset yielding ``(image, index)`` in its own order -> ``(N, D)`` float32 on the CPU."""
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    out = torch.empty(len(images), model.embed_dim)
+    for batch, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        out[index] = model.encode_image(batch.to(device, non_blocking=True)).float().cpu()
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def encode_texts(model: RetrievalModel, tokens: torch.Tensor, device: torch.device, batch_size: int = 512,
+                 progress: bool = False, desc: str = "encode texts") -> torch.Tensor:
+    """Encode ``(N, L)`` token ids -> ``(N, D)`` float32 on the CPU, in the input order.
+
+    Captions are batched by length so that each batch runs only as many positions as it needs.
+    """
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(tokens), model.embed_dim)
+    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
+    for start in tqdm(range(0, len(tokens), batch_size), desc=desc, disable=not progress, leave=False):
+        idx = order[start:start + batch_size]
+        out[idx] = model.encode_text(tokens[idx].long().to(device)).float().cpu()
+    model.train(was_training)
+    return out
+
+
+def encode_captions(model: RetrievalModel, tokenizer: Callable, captions: list[str], device: torch.device,
+                    batch_size: int = 512, progress: bool = False) -> torch.Tensor:
+    from cpcl.data.datasets import tokenize_all
+
+    return encode_texts(model, tokenize_all(tokenizer, captions), device, batch_size, progress)

@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny SynthPedes on disk and a tiny model config, built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cpcl.config import config_from_dict
+from cpcl.data.synthetic import generate_synthpedes
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """30 identities at 64x32 in the CUHK-PEDES format: 18 train, 6 val, 6 test."""
+    root = tmp_path_factory.mktemp("synth")
+    generate_synthpedes(root, num_ids=30, seed=3, height=64, width=32, val_ids=6, test_ids=6, workers=1,
+                        montage=False)
+    return root
+
+
+def tiny_config(root: Path, *overrides: str):
+    return config_from_dict({
+        "data": {"format": "cuhk-pedes", "root": str(root)},
+        "model": {"arch": "cpcl-vit-micro", "pretrained": None, "image_size": [64, 32]},
+        "optim": {"lr": 1e-3, "warmup_epochs": 0},
+        "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 64},
+    }, overrides)

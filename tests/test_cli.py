@@ -1,0 +1,57 @@
+import json
+import shutil
+
+from cpcl.cli import main
+
+
+def test_synth_then_data_check(tmp_path, capsys):
+    out = tmp_path / "sp"
+    assert main(["synth", "--out", str(out), "--seed", "1", "--ids", "12", "--val-ids", "2", "--test-ids", "2",
+                 "--height", "64", "--width", "32", "--workers", "1"]) == 0
+    assert (out / "montage.png").is_file()
+    assert main(["data", "check", "--format", "cuhk-pedes", "--root", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "no problems found" in text and "train" in text
+
+
+def test_data_check_lists_every_problem(tiny_synth, tmp_path, capsys):
+    root = tmp_path / "broken"
+    shutil.copytree(tiny_synth, root)
+    records = json.loads((root / "reid_raw.json").read_text())
+    records[0]["captions"] = []
+    del records[1]["id"]
+    (root / "imgs" / records[2]["file_path"]).write_bytes(b"not a png")
+    (root / "imgs" / records[3]["file_path"]).unlink()
+    (root / "reid_raw.json").write_text(json.dumps(records))
+    assert main(["data", "check", "--format", "cuhk-pedes", "--root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "4 problem(s)" in out
+    for needle in ("reid_raw.json#0", "reid_raw.json#1", "unreadable image", "reid_raw.json#3: image not found"):
+        assert needle in out
+
+
+def test_train_command_with_overrides(tiny_synth, tmp_path, capsys):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"data:\n  format: cuhk-pedes\n  root: {tiny_synth}\nmodel:\n  arch: cpcl-vit-micro\n"
+                   "  pretrained: null\n  image_size: [64, 32]\n")
+    code = main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--set", "train.epochs=1",
+                 "--set", "train.batch_size=16", "--set", "train.max_steps_per_epoch=2", "--device", "cpu",
+                 "--no-progress"])
+    assert code == 0
+    assert "best-on-val" in capsys.readouterr().out
+    assert "epochs: 1" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_errors_are_clear_and_exit_nonzero(tmp_path, capsys):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("train:\n  epoch: 3\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r")]) == 2
+    assert "train.epoch" in capsys.readouterr().err
+    assert main(["data", "check", "--format", "rstpreid", "--root", str(tmp_path)]) == 1
+    assert "data_captions.json" in capsys.readouterr().err
+
+
+def test_configs_lists_packaged_configs(capsys):
+    assert main(["configs"]) == 0
+    out = capsys.readouterr().out
+    assert "demo_synthpedes" in out and "pretrain_synthclip_tiny" in out
