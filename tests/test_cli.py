@@ -55,3 +55,13 @@ def test_configs_lists_packaged_configs(capsys):
     assert main(["configs"]) == 0
     out = capsys.readouterr().out
     assert "demo_synthpedes" in out and "pretrain_synthclip_tiny" in out
+
+
+def test_every_packaged_config_parses():
+    from cpcl.cli import PACKAGED_CONFIGS
+    from cpcl.config import load_config
+
+    paths = sorted(PACKAGED_CONFIGS.glob("*.yaml"))
+    assert len(paths) >= 5
+    for path in paths:
+        load_config(path)

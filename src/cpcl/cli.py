@@ -105,7 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(resolve_config_path(args.config), args.set or [])
     device = _pick_device(args.device)
     t0 = time.perf_counter()
-    result = train(config, args.out, device=device, progress=not args.no_progress)
+    result = train(config, args.out, device=device, progress=not args.no_progress,
+                   allow_identity_labels=args.supervised_upper_bound)
     print(results_table(result.test, title=f"test metrics ({args.out}, best epoch {result.best_epoch}, "
                                              f"{time.perf_counter() - t0:.0f}s)"))
     return 0
@@ -193,7 +194,9 @@ def cmd_archs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cpcl", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="cpcl", description="Weakly supervised text-based person re-identification: train on image-caption "
+        "pairs without identity labels, evaluate, search.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -227,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model from a config")
     add_run_args(p, None)
+    p.add_argument("--supervised-upper-bound", action="store_true",
+                   help="confirm a train.supervised=true run: identity labels replace the clusters")
     p.add_argument("--out", required=True, help="run directory")
     p.set_defaults(func=cmd_train)
 

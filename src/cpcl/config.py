@@ -70,14 +70,58 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Pseudo identities per modality, recomputed before every epoch (CPCL_METHOD.md §5)."""
+
+    enabled: bool = False  # false: no clustering, the instance loss alone (the weak baseline)
+    distance: str = "jaccard"  # jaccard (k-reciprocal, k1/k2) | cosine (k1 nearest neighbours)
+    k1: int = 30
+    k2: int = 6
+    eps: float = 0.6
+    min_samples: int = 4
+    fuse_modalities: bool = False  # cluster images on image + mean-caption features, captions on caption + image
+    max_cluster_fraction: float = 0.5  # a cluster above this share of samples counts as degenerate
+    start_epoch: int = 1  # epochs before this one train the instance loss only (warm-up)
+
+
+@dataclass(frozen=True)
+class OplmConfig:
+    """Outlier pseudo-label mining (§6)."""
+
+    enabled: bool = False
+    threshold: float | None = None  # minimum cosine to the borrowed neighbour
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Prototype memories (§7)."""
+
+    momentum: float = 0.2
+    hard: bool = False
+    temperature: float = 0.05
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the loss terms (§8); a weight of 0 disables a term."""
+
+    temperature: float = 0.02  # instance level (ITC / SDM)
+    many_to_many: bool = False  # SDM whose positives share a pseudo label, instead of ITC on pairs
+    intra_weight: float = 0.0  # CE(v M_img, y_img) + CE(t M_txt, y_txt)
+    cross_weight: float = 0.0  # CE(v M_txt, y_txt) + CE(t M_img, y_img)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 60
     batch_size: int = 64
     eval_batch_size: int = 256
-    temperature: float = 0.02
     seed: int = 0
     eval_every: int = 1
     max_steps_per_epoch: int | None = None  # for smoke tests
+    # the supervised upper bound: true identities replace the clusters. Also needs
+    # `cpcl train --supervised-upper-bound`, so that no weakly supervised run can turn it on by accident.
+    supervised: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +131,10 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    oplm: OplmConfig = field(default_factory=OplmConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))

@@ -2,11 +2,11 @@ import json
 
 import pytest
 import torch
-from tests.conftest import tiny_config
 
 from cpcl.cli import main
 from cpcl.engine.trainer import train
 from cpcl.model.checkpoint import load_checkpoint, read_checkpoint
+from tests.conftest import tiny_config
 
 
 def test_one_epoch_end_to_end(tiny_synth, tmp_path, capsys):

@@ -1,8 +1,9 @@
-"""The training loop: instance-level image-text contrastive learning on pairs (the weak baseline).
+"""The training loop, for the weak ITC baseline and for CPCL.
 
-Every epoch: train on shuffled pairs (order from ``(seed, epoch)``), evaluate on **val**, keep the
-best-on-val and the last checkpoint (atomic writes, resolved config inside). At the end, report
-**test** metrics of both, next to the zero-shot model and a random ranking.
+Every epoch: (CPCL) extract features in a fixed order, cluster, mine outliers and rebuild the memories;
+train on shuffled pairs (order from ``(seed, epoch)``) with pseudo labels looked up by dataset index;
+evaluate on **val**; keep the best-on-val and the last checkpoint (atomic writes, resolved config
+inside). At the end, report **test** metrics of both, next to the zero-shot model and a random ranking.
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from cpcl.config import Config, save_config
-from cpcl.data.datasets import TrainPairs
+from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.data.io import atomic_write_text
 from cpcl.data.sources import load_dataset
-from cpcl.data.transforms import build_train_transform
+from cpcl.data.transforms import build_eval_transform, build_train_transform
 from cpcl.engine.optim import build_optimizer, build_scheduler
+from cpcl.engine.pseudo import make_pseudo_labels
 from cpcl.engine.seeding import epoch_generator, seed_everything
+from cpcl.engine.steps import BatchLabels, Memories, compute_losses
 from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.evaluation.metrics import RetrievalMetrics, chance_metrics
-from cpcl.losses.contrastive import itc_loss
+from cpcl.memory.prototypes import PrototypeMemory
 from cpcl.model.backbone import build_tokenizer
 from cpcl.model.checkpoint import build_model, preprocess_of, save_checkpoint
 
@@ -46,19 +50,16 @@ def _write_jsonl(path: Path, row: dict[str, Any]) -> None:
         fh.write(json.dumps(row) + "\n")
 
 
-def train_step(model, batch: dict[str, torch.Tensor], config: Config, device: torch.device) -> dict[str, torch.Tensor]:
-    """Forward one batch and return the named loss terms and their weighted total (``loss``)."""
-    images = batch["image"].to(device, non_blocking=True)
-    tokens = batch["tokens"].long().to(device, non_blocking=True)
-    image_index = batch["image_index"].to(device)
-    v, t = model(images, tokens)
-    itc = itc_loss(v, t, config.train.temperature, image_index)
-    return {"loss": itc, "itc": itc}
-
-
 def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu",
-          progress: bool = True) -> RunResult:
-    """Train ``config`` into ``out_dir`` (created); returns test metrics of best-on-val and last."""
+          progress: bool = True, allow_identity_labels: bool = False) -> RunResult:
+    """Train ``config`` into ``out_dir`` (created); returns test metrics of best-on-val and last.
+
+    ``allow_identity_labels`` must be True for ``train.supervised`` (the upper bound): it is the only way
+    identity labels reach training.
+    """
+    if config.train.supervised and not allow_identity_labels:
+        raise ValueError("train.supervised=true trains on identity labels (the upper bound); "
+                         "pass --supervised-upper-bound to confirm")
     device = torch.device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -78,6 +79,13 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     preprocess = preprocess_of(config)
     train_set = TrainPairs(train_records, tokenizer, build_train_transform(preprocess, config.augment),
                            cache_images=config.data.cache_images)
+    # identities of the training images: read for the pseudo-label report, and by the supervised upper
+    # bound; never by a loss, a sampler or the mining of a weakly supervised run
+    report_ids = _training_ids(train_records)
+    clustering = config.cluster.enabled or config.train.supervised
+    memories = Memories(PrototypeMemory(model.embed_dim, config.memory.momentum, config.memory.hard).to(device),
+                        PrototypeMemory(model.embed_dim, config.memory.momentum, config.memory.hard).to(device))
+    extract_set = ImageSet(train_set.images.paths, build_eval_transform(preprocess), train_set.images)
     val = EvalSplit(val_records, tokenizer, preprocess, config.data.cache_images) if val_records else None
     test = EvalSplit(test_records, tokenizer, preprocess) if test_records else None
     if val is None:
@@ -101,6 +109,16 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     best_score = float("-inf")
     history: list[dict[str, Any]] = []
     for epoch in range(1, config.train.epochs + 1):
+        epoch_labels = None
+        row_extra: dict[str, Any] = {}
+        if clustering and epoch >= config.cluster.start_epoch:
+            epoch_labels = make_pseudo_labels(
+                model, train_set, extract_set, memories, config, device,
+                supervised_ids=report_ids if config.train.supervised else None,
+                report_ids=report_ids, progress=progress)
+            row_extra["pseudo"] = epoch_labels.stats
+            if not epoch_labels.usable:
+                epoch_labels = None
         t0 = time.perf_counter()
         sampler = RandomSampler(train_set, generator=epoch_generator(config.train.seed, epoch))
         loader = DataLoader(train_set, batch_size=config.train.batch_size, sampler=sampler, drop_last=True,
@@ -114,11 +132,22 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         for step, batch in enumerate(loader):
             if step >= steps_per_epoch:
                 break
-            terms = train_step(model, batch, config, device)
+            images = batch["image"].to(device, non_blocking=True)
+            tokens = batch["tokens"].long().to(device, non_blocking=True)
+            image_index = batch["image_index"].to(device)
+            labels = None
+            if epoch_labels is not None:
+                labels = BatchLabels(epoch_labels.image[batch["image_index"]].to(device),
+                                     epoch_labels.text[batch["index"]].to(device))
+            v, t = model(images, tokens)
+            terms = compute_losses(v, t, image_index, labels, memories if labels is not None else None, config)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
             scheduler.step()
+            if labels is not None:
+                memories.image.update(v.detach(), labels.image)
+                memories.text.update(t.detach(), labels.text)
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + float(v.detach())
             seen += 1
@@ -129,7 +158,10 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         row: dict[str, Any] = {"epoch": epoch, **{k: v / max(1, seen) for k, v in totals.items()},
                                "lr": optimizer.param_groups[0]["lr"],
                                "pairs_per_s": seen * config.train.batch_size / train_time,
-                               "time": {"train": train_time}}
+                               "time": {"train": train_time}, **row_extra}
+        if "pseudo" in row_extra:
+            row["time"]["extract"] = row_extra["pseudo"].pop("time_extract")
+            row["time"]["cluster"] = row_extra["pseudo"].pop("time_cluster")
         is_eval_epoch = epoch % config.train.eval_every == 0 or epoch == config.train.epochs
         if val is not None and is_eval_epoch:
             t1 = time.perf_counter()
@@ -145,8 +177,9 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
         _write_jsonl(metrics_path, row)
         history.append(row)
-        log.info("epoch %d: loss %.4f, %.0f pairs/s%s", epoch, row["loss"], row["pairs_per_s"],
-                 f", val R1 {row['val']['rank1']:.2f} mAP {row['val']['mAP']:.2f}" if "val" in row else "")
+        log.info("epoch %d: loss %.4f, %.0f pairs/s%s%s; time %s", epoch, row["loss"], row["pairs_per_s"],
+                 f", val R1 {row['val']['rank1']:.2f} mAP {row['val']['mAP']:.2f}" if "val" in row else "",
+                 _pseudo_summary(row.get("pseudo")), ", ".join(f"{k} {v:.1f}s" for k, v in row["time"].items()))
     plot_curves(history, zero_shot_val, out / "curves.png")
 
     if test is not None:
@@ -161,6 +194,24 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
     atomic_write_text(out / "results.md", results_table(result.test, title=f"test split, {ann.name}"))
     return result
+
+
+def _training_ids(records) -> np.ndarray | None:
+    ids = [r.person_id for r in records]
+    return None if any(i is None for i in ids) else np.asarray(ids, dtype=np.int64)
+
+
+def _pseudo_summary(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return ""
+    text = (f"; clusters img {stats['image_clusters']} txt {stats['text_clusters']}, outliers img "
+            f"{100 * stats['image_outliers']:.0f}% txt {100 * stats['text_outliers']:.0f}%")
+    if "image_recovered" in stats:
+        text += f", OPLM recovered img {stats['image_recovered']} txt {stats['text_recovered']}"
+    if "image_pair_precision" in stats:
+        text += (f", pair precision img {100 * stats['image_pair_precision']:.0f}% "
+                 f"txt {100 * stats['text_pair_precision']:.0f}%")
+    return text
 
 
 def results_table(rows: dict[str, dict[str, Any]], title: str = "") -> str:

@@ -1,0 +1,110 @@
+"""Before each epoch: extract features in a fixed order, cluster each modality, mine outliers, rebuild
+the prototype memories. Pseudo labels are keyed by dataset index (image index / caption index)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cpcl.clustering.outliers import mine_outliers
+from cpcl.clustering.pseudo_labels import cluster_features, pseudo_label_quality, relabel, summarise
+from cpcl.config import Config
+from cpcl.data.datasets import ImageSet, TrainPairs
+from cpcl.engine.steps import Memories
+from cpcl.model.encode import encode_images, encode_texts
+from cpcl.model.retrieval_model import RetrievalModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EpochLabels:
+    image: torch.Tensor  # (N_img,) pseudo label of every training image, -1 = outlier
+    text: torch.Tensor  # (N_cap,) pseudo label of every training caption
+    stats: dict[str, Any] = field(default_factory=dict)
+    usable: bool = True  # False: degenerate clustering, the epoch trains the instance loss alone
+
+
+def _fuse(image_features: torch.Tensor, text_features: torch.Tensor, owner: torch.Tensor):
+    """Image + mean of its captions; caption + its image (both renormalised)."""
+    sums = torch.zeros_like(image_features).index_add_(0, owner, text_features)
+    counts = torch.bincount(owner, minlength=image_features.shape[0]).clamp(min=1)[:, None]
+    fused_img = F.normalize(image_features + F.normalize(sums / counts, dim=1), dim=1)
+    fused_txt = F.normalize(text_features + image_features[owner], dim=1)
+    return fused_img, fused_txt
+
+
+def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: ImageSet, memories: Memories,
+                       config: Config, device: torch.device, supervised_ids: np.ndarray | None = None,
+                       report_ids: np.ndarray | None = None, progress: bool = False) -> EpochLabels:
+    """Pseudo labels for the coming epoch and the memories rebuilt from them.
+
+    ``supervised_ids`` (N_img,) replaces clustering by the true identities — the supervised upper bound
+    only. ``report_ids`` (N_img,) are used for the quality diagnostics and nothing else. A degenerate
+    clustering (no cluster, one giant cluster) comes back with ``usable=False`` and a warning.
+    """
+    stats: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    bs = config.train.eval_batch_size
+    f_img = encode_images(model, image_set, device, bs, progress=progress, desc="extract images")
+    f_txt = encode_texts(model, train_set.tokens, device, bs, progress=progress, desc="extract captions")
+    stats["time_extract"] = time.perf_counter() - t0
+    owner = train_set.caption_to_image
+    t1 = time.perf_counter()
+    if supervised_ids is not None:
+        y_img = relabel(supervised_ids)
+        y_txt = y_img[owner.numpy()]
+    else:
+        c = config.cluster
+        feats_img, feats_txt = _fuse(f_img, f_txt, owner) if c.fuse_modalities else (f_img, f_txt)
+        kwargs = dict(distance=c.distance, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples)
+        y_img = cluster_features(feats_img.numpy(), **kwargs).labels
+        y_txt = cluster_features(feats_txt.numpy(), **kwargs).labels
+    stats["time_cluster"] = time.perf_counter() - t1
+    for name, y in (("image", y_img), ("text", y_txt)):
+        s = summarise(y)
+        stats[f"{name}_clusters"] = s.num_clusters
+        stats[f"{name}_outliers"] = s.outlier_fraction
+    if config.oplm.enabled and supervised_ids is None:
+        mined = mine_outliers(y_img, y_txt, f_img.numpy(), f_txt.numpy(), owner.numpy(), config.oplm.threshold)
+        stats["image_recovered"] = int(mined.image_recovered.size)
+        stats["text_recovered"] = int(mined.text_recovered.size)
+        if report_ids is not None:
+            stats.update(_recovery_purity(mined, y_img, y_txt, report_ids, owner.numpy()))
+        y_img, y_txt = mined.image_labels, mined.text_labels
+    if report_ids is not None:
+        stats.update({f"image_{k}": v for k, v in pseudo_label_quality(y_img, report_ids).items()})
+        stats.update({f"text_{k}": v for k, v in pseudo_label_quality(y_txt, report_ids[owner.numpy()]).items()})
+    for name, y in (("image", y_img), ("text", y_txt)):
+        reason = summarise(y).degenerate(config.cluster.max_cluster_fraction)
+        if reason and supervised_ids is None:
+            log.warning("%s clustering is degenerate (%s): this epoch trains the instance loss only", name, reason)
+            stats["degenerate"] = f"{name}: {reason}"
+            return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False)
+    y_img_t = torch.as_tensor(y_img, dtype=torch.long)
+    y_txt_t = torch.as_tensor(y_txt, dtype=torch.long)
+    memories.image.reset(f_img.to(device), y_img_t.to(device))
+    memories.text.reset(f_txt.to(device), y_txt_t.to(device))
+    return EpochLabels(y_img_t, y_txt_t, stats)
+
+
+def _recovery_purity(mined, y_img: np.ndarray, y_txt: np.ndarray, ids: np.ndarray, owner: np.ndarray) -> dict:
+    """Share of recovered outliers whose borrowed label's cluster is mostly their own identity."""
+    out = {}
+    for name, rec, new, truth in (("image", mined.image_recovered, mined.image_labels, ids),
+                                  ("text", mined.text_recovered, mined.text_labels, ids[owner])):
+        if rec.size == 0:
+            continue
+        hits = 0
+        for idx in rec:
+            members = np.where(new == new[idx])[0]
+            members = members[members != idx]
+            hits += int(members.size > 0 and np.bincount(truth[members]).argmax() == truth[idx])
+        out[f"{name}_recovered_purity"] = hits / rec.size
+    return out

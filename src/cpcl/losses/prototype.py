@@ -1,0 +1,17 @@
+"""Prototype-level contrastive terms (HCM, CPCL_METHOD.md §8)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def prototype_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``(B, C)`` prototype logits against pseudo labels (B,); outliers (-1) are ignored.
+
+    Returns 0 (still connected to the graph) when no sample of the batch has a label.
+    """
+    valid = labels >= 0
+    if not bool(valid.any()) or logits.shape[1] == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[valid], labels[valid])
