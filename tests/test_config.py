@@ -42,3 +42,13 @@ def test_round_trip(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="key=value"):
         config_from_dict({}, ["train.epochs"])
+
+
+def test_base_inheritance(tmp_path):
+    (tmp_path / "base.yaml").write_text("train:\n  epochs: 3\n  batch_size: 16\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\ntrain:\n  epochs: 5\ncluster:\n  enabled: true\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.train.epochs, cfg.train.batch_size, cfg.cluster.enabled) == (5, 16, True)
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(tmp_path / "loop.yaml")

@@ -119,6 +119,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1
     max_steps_per_epoch: int | None = None  # for smoke tests
+    sampler_instances: int = 0  # 0: random pairs; K > 0: P x K batches of pairs sharing a pseudo label
     # the supervised upper bound: true identities replace the clusters. Also needs
     # `cpcl train --supervised-upper-bound`, so that no weakly supervised run can turn it on by accident.
     supervised: bool = False
@@ -262,20 +263,32 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _read_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML file as a nested mapping; a top-level ``base: other.yaml`` (relative to the file) is read
+    first and this file's keys override it."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    tree = dict(loaded or {})
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a file name")
+    return _merge(_read_tree(path.parent / base, (*seen, path)), tree)
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a YAML experiment file (or defaults when ``path`` is None) and apply overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        values = loaded or {}
+    values = _read_tree(Path(path)) if path is not None else {}
     try:
         return config_from_dict(values, overrides)
     except ConfigError as exc:

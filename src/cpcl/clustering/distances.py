@@ -210,9 +210,10 @@ def cosine_distance_graph(features: np.ndarray, k: int = 30, max_distance: float
     return mat
 
 
-def dense_jaccard_reference(features: np.ndarray, k1: int = 30, k2: int = 6) -> np.ndarray:
+def dense_jaccard_reference(features: np.ndarray, k1: int = 30, k2: int = 6,
+                            dtype: type = np.float64) -> np.ndarray:
     """A direct transcription of the published dense algorithm (N x N arrays). For tests and benchmarks."""
-    x = np.asarray(features, dtype=np.float64)
+    x = np.asarray(features, dtype=dtype)
     n = x.shape[0]
     original = 2.0 - 2.0 * x @ x.T
     initial_rank = np.argsort(-(x @ x.T), axis=1, kind="stable")
@@ -222,7 +223,7 @@ def dense_jaccard_reference(features: np.ndarray, k1: int = 30, k2: int = 6) -> 
         backward = initial_rank[forward, : k + 1]
         return forward[np.where(backward == i)[0]]
 
-    v = np.zeros((n, n))
+    v = np.zeros((n, n), dtype=dtype)
     for i in range(n):
         rec = k_reciprocal(i, k1)
         expansion = rec
@@ -235,8 +236,14 @@ def dense_jaccard_reference(features: np.ndarray, k1: int = 30, k2: int = 6) -> 
         v[i, expansion] = weight / weight.sum()
     if k2 != 1:
         v = np.stack([v[initial_rank[i, :k2]].mean(axis=0) for i in range(n)])
-    jaccard = np.zeros((n, n))
+    # the published inverted-index loop: only columns that row i touches are visited
+    inv_index = [np.where(v[:, k] != 0)[0] for k in range(n)]
+    jaccard = np.zeros((n, n), dtype=v.dtype)
     for i in range(n):
-        mins = np.minimum(v[i][None, :], v).sum(axis=1)
-        jaccard[i] = 1.0 - mins / (2.0 - mins)
+        temp_min = np.zeros(n, dtype=v.dtype)
+        nonzero = np.where(v[i] != 0)[0]
+        for k in nonzero:
+            rows = inv_index[k]
+            temp_min[rows] += np.minimum(v[i, k], v[rows, k])
+        jaccard[i] = 1.0 - temp_min / (2.0 - temp_min)
     return np.clip(jaccard, 0.0, None)

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from cpcl.config import Config, save_config
 from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.data.io import atomic_write_text
+from cpcl.data.samplers import PseudoIdentitySampler
 from cpcl.data.sources import load_dataset
 from cpcl.data.transforms import build_eval_transform, build_train_transform
 from cpcl.engine.optim import build_optimizer, build_scheduler
@@ -120,7 +121,12 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
             if not epoch_labels.usable:
                 epoch_labels = None
         t0 = time.perf_counter()
-        sampler = RandomSampler(train_set, generator=epoch_generator(config.train.seed, epoch))
+        generator = epoch_generator(config.train.seed, epoch)
+        if epoch_labels is not None and config.train.sampler_instances > 0:
+            pair_labels = epoch_labels.image[train_set.caption_to_image].numpy()
+            sampler = PseudoIdentitySampler(pair_labels, config.train.sampler_instances, generator)
+        else:
+            sampler = RandomSampler(train_set, generator=generator)
         loader = DataLoader(train_set, batch_size=config.train.batch_size, sampler=sampler, drop_last=True,
                             num_workers=config.data.num_workers, pin_memory=device.type == "cuda",
                             persistent_workers=False)
@@ -223,7 +229,7 @@ def results_table(rows: dict[str, dict[str, Any]], title: str = "") -> str:
 
 
 def plot_curves(history: list[dict[str, Any]], zero_shot: RetrievalMetrics | None, path: Path) -> None:
-    """Loss and val R1/mAP per epoch, as a PNG."""
+    """Loss, val R1/mAP and (when clustering) pseudo-label statistics per epoch, as a PNG."""
     if not history:
         return
     import matplotlib
@@ -231,8 +237,10 @@ def plot_curves(history: list[dict[str, Any]], zero_shot: RetrievalMetrics | Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    pseudo_rows = [r for r in history if r.get("pseudo") and "image_clusters" in r["pseudo"]]
+    fig, axes = plt.subplots(1, 3 if pseudo_rows else 2, figsize=(15 if pseudo_rows else 10, 3.6))
+    ax_loss, ax_val = axes[0], axes[1]
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot(epochs, [r["loss"] for r in history], marker="o")
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
     val_rows = [r for r in history if "val" in r]
@@ -244,6 +252,19 @@ def plot_curves(history: list[dict[str, Any]], zero_shot: RetrievalMetrics | Non
                         label=key)
         ax_val.set(xlabel="epoch", ylabel="%", title="val retrieval")
         ax_val.legend()
+    if pseudo_rows:
+        ax = axes[2]
+        pe = [r["epoch"] for r in pseudo_rows]
+        for key, style in (("image_outliers", "-"), ("text_outliers", "--"), ("image_pair_precision", "-"),
+                           ("text_pair_precision", "--")):
+            if key in pseudo_rows[0]["pseudo"]:
+                ax.plot(pe, [100 * r["pseudo"].get(key, float("nan")) for r in pseudo_rows], style, marker="o",
+                        label=key.replace("_", " "))
+        ax.set(xlabel="epoch", ylabel="%", title="pseudo labels (precision: held-out ids, report only)")
+        twin = ax.twinx()
+        twin.plot(pe, [r["pseudo"]["image_clusters"] for r in pseudo_rows], ":", color="k", label="image clusters")
+        twin.set_ylabel("clusters")
+        ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=100)
