@@ -54,7 +54,7 @@ def test_errors_are_clear_and_exit_nonzero(tmp_path, capsys):
 def test_configs_lists_packaged_configs(capsys):
     assert main(["configs"]) == 0
     out = capsys.readouterr().out
-    assert "demo_synthpedes" in out and "pretrain_synthclip_tiny" in out
+    assert "synthpedes_itc" in out and "pretrain_synthclip_tiny" in out
 
 
 def test_every_packaged_config_parses():

@@ -47,3 +47,20 @@ def test_image_size_and_viewpoint_dependent_captions():
     assert not any("glasses" in c for c in back)
     assert any("glasses" in c for c in front)
     assert len(set(front)) > 40  # annotators vary
+
+
+def test_street_annotators_use_their_own_words(tmp_path):
+    from cpcl.data.synthetic import _STREET_PATTERN, STREET_VOCABULARY
+
+    street = generate_synthpedes(tmp_path / "s", num_ids=10, seed=2, height=64, width=32, val_ids=1, test_ids=1,
+                                 workers=1, montage=False, domain="street")
+    indoor = generate_synthpedes(tmp_path / "i", num_ids=10, seed=2, height=64, width=32, val_ids=1, test_ids=1,
+                                 workers=1, montage=False, domain="indoor")
+    regional = {w for words in STREET_VOCABULARY.values() for w in words}
+    s_caps = [c for r in json.loads(street.read_text()) for c in r["captions"]]
+    i_caps = [c for r in json.loads(indoor.read_text()) for c in r["captions"]]
+    assert sum(any(w in c.lower() for w in regional) for c in s_caps) > len(s_caps) / 2
+    # the indoor captions are the street ones before the regional words: same length, and every word
+    # that the street annotators keep is the indoor annotator's word
+    assert len(s_caps) == len(i_caps)
+    assert all(_STREET_PATTERN.search(c) for c in i_caps[:5])

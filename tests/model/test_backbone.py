@@ -117,3 +117,20 @@ def test_vit_b16_at_384x128_grid():
     model = build_clip("ViT-B-16", (384, 128))
     assert tuple(model.visual.grid_size) == (24, 8)
     assert model.visual.positional_embedding.shape == (1 + 24 * 8, 768)
+
+
+def test_packaged_pretrained_weights_retrieve_synthpedes_zero_shot(tmp_path):
+    """cpcl:synthclip-tiny loads offline and ranks an unseen SynthPedes set far above chance."""
+    from cpcl.data.formats import load_annotations
+    from cpcl.data.synthetic import generate_synthpedes
+    from cpcl.evaluation import chance_metrics
+    from cpcl.evaluation.evaluate import EvalSplit
+    from cpcl.model.backbone import Preprocess
+
+    generate_synthpedes(tmp_path, num_ids=40, seed=123, val_ids=1, test_ids=30, workers=1, montage=False)
+    split = EvalSplit(load_annotations("cuhk-pedes", tmp_path).split("test"), build_tokenizer("cpcl-vit-tiny"),
+                      Preprocess((128, 64)))
+    model = RetrievalModel(build_clip("cpcl-vit-tiny", (128, 64), pretrained="cpcl:synthclip-tiny")).eval()
+    metrics = split.evaluate(model, torch.device("cpu"))
+    chance = chance_metrics(split.query_ids, split.gallery_ids)
+    assert metrics.rank1 > 3 * chance.rank1 and metrics.rank1 > 20

@@ -62,13 +62,23 @@ def _reciprocal(knn: np.ndarray, k: int) -> sp.csr_matrix:
     return r
 
 
-def _pairwise_cosine(features: np.ndarray, pattern: sp.csr_matrix, chunk: int = 1 << 20) -> np.ndarray:
-    """Cosine of every stored ``(i, j)`` of ``pattern`` in its CSR order."""
-    coo_rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
-    cols = pattern.indices
-    out = np.empty(cols.size, np.float32)
-    for s in range(0, cols.size, chunk):
-        out[s:s + chunk] = np.einsum("ij,ij->i", features[coo_rows[s:s + chunk]], features[cols[s:s + chunk]])
+@numba.njit(parallel=True, cache=True)
+def _row_dots(features, indptr, indices, out):  # pragma: no cover - compiled
+    n = indptr.shape[0] - 1
+    for i in numba.prange(n):
+        fi = features[i]
+        for p in range(indptr[i], indptr[i + 1]):
+            fj = features[indices[p]]
+            acc = 0.0
+            for d in range(fi.shape[0]):
+                acc += fi[d] * fj[d]
+            out[p] = acc
+
+
+def _pairwise_cosine(features: np.ndarray, pattern: sp.csr_matrix) -> np.ndarray:
+    """Inner product of every stored ``(i, j)`` of ``pattern`` in its CSR order, without gathering rows."""
+    out = np.empty(pattern.indices.size, np.float32)
+    _row_dots(features, pattern.indptr.astype(np.int64), pattern.indices.astype(np.int64), out)
     return out
 
 

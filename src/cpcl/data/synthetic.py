@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -28,7 +29,7 @@ from cpcl.data.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (25, 25, 28),
@@ -440,6 +441,38 @@ _SYN = {
 }
 
 
+# The annotators of the "street" domain also use their own words for colours and garments. With the
+# scene style this makes the domain gap between a pretraining pool (indoor) and a target set (street):
+# words the pretrained model never saw, which only fine-tuning on the target pairs can align.
+STREET_VOCABULARY = {
+    "red": ["crimson", "scarlet", "maroon"], "blue": ["cobalt", "azure"], "green": ["emerald", "olive green"],
+    "yellow": ["mustard", "lemon"], "black": ["jet black", "ebony"], "white": ["ivory", "snow white"],
+    "grey": ["charcoal", "ash grey"], "navy": ["midnight blue"], "pink": ["rose", "salmon"],
+    "purple": ["lilac", "plum"], "brown": ["chocolate", "tan"], "orange": ["tangerine", "rust"],
+    "beige": ["sand", "camel"], "t-shirt": ["jersey"], "tee": ["jersey"], "shirt": ["blouse", "button-up"],
+    "jacket": ["windbreaker", "blazer"], "coat": ["parka", "trench coat"], "hoodie": ["sweater"],
+    "trousers": ["chinos"], "pants": ["chinos"], "jeans": ["denims"], "shorts": ["bermudas"],
+    "sneakers": ["trainers"], "shoes": ["trainers", "loafers"], "backpack": ["knapsack"],
+    "handbag": ["tote", "clutch"], "cap": ["snapback"], "hat": ["fedora"], "skirt": ["sarong"],
+}
+_STREET_PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, STREET_VOCABULARY), key=len, reverse=True))
+                             + r")\b", re.IGNORECASE)
+
+
+def regional_words(caption: str, rng: np.random.Generator, rate: float = 0.6) -> str:
+    """Replace words by the street annotators' own (each occurrence with probability ``rate``)."""
+
+    def swap(match: re.Match) -> str:
+        if rng.random() >= rate:
+            return match.group(0)
+        return str(_choice(rng, STREET_VOCABULARY[match.group(0).lower()]))
+
+    text = _STREET_PATTERN.sub(swap, caption)
+    # "a" / "an" before the (possibly replaced) next word
+    return re.sub(r"\b(a|an|A|An) (\w)", lambda m: (m.group(1)[0] + ("n" if m.group(2).lower() in "aeiou" else ""))
+                  + " " + m.group(2), text)
+
+
 def _syn(rng: np.random.Generator, word: str) -> str:
     return str(_choice(rng, _SYN.get(word, [word])))
 
@@ -578,6 +611,9 @@ def _render_person(job: _Job) -> list[dict]:
         img.save(Path(job.out_dir) / "imgs" / rel, compress_level=1)
         crng = np.random.default_rng([job.seed, job.person_id, k, 2])
         captions = [write_caption(job.identity, view, crng) for _ in range(job.captions_per_image)]
+        if job.domain == "street":  # its own generator: the base captions stay those of every domain
+            vrng = np.random.default_rng([job.seed, job.person_id, k, 3])
+            captions = [regional_words(c, vrng) for c in captions]
         records.append({"id": job.person_id, "file_path": rel, "captions": captions, "view": view})
     return records
 

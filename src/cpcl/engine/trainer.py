@@ -83,6 +83,8 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     # identities of the training images: read for the pseudo-label report, and by the supervised upper
     # bound; never by a loss, a sampler or the mining of a weakly supervised run
     report_ids = _training_ids(train_records)
+    if config.train.supervised and report_ids is None:
+        raise ValueError("train.supervised=true needs a person_id on every training record")
     clustering = config.cluster.enabled or config.train.supervised
     memories = Memories(PrototypeMemory(model.embed_dim, config.memory.momentum, config.memory.hard).to(device),
                         PrototypeMemory(model.embed_dim, config.memory.momentum, config.memory.hard).to(device))
@@ -133,6 +135,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         model.train()
         totals: dict[str, float] = {}
         seen = 0
+        compute_time = 0.0  # forward, loss, backward and optimiser step; the rest of "train" is data and memory
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config.train.epochs}", disable=not progress,
                    leave=False)
         for step, batch in enumerate(loader):
@@ -145,17 +148,19 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
             if epoch_labels is not None:
                 labels = BatchLabels(epoch_labels.image[batch["image_index"]].to(device),
                                      epoch_labels.text[batch["index"]].to(device))
+            t_step = time.perf_counter()
             v, t = model(images, tokens)
             terms = compute_losses(v, t, image_index, labels, memories if labels is not None else None, config)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
             scheduler.step()
+            compute_time += time.perf_counter() - t_step
             if labels is not None:
                 memories.image.update(v.detach(), labels.image)
                 memories.text.update(t.detach(), labels.text)
-            for k, v in terms.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach())
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value.detach())
             seen += 1
             bar.set_postfix(loss=f"{float(terms['loss'].detach()):.3f}")
             bar.update()
@@ -164,7 +169,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         row: dict[str, Any] = {"epoch": epoch, **{k: v / max(1, seen) for k, v in totals.items()},
                                "lr": optimizer.param_groups[0]["lr"],
                                "pairs_per_s": seen * config.train.batch_size / train_time,
-                               "time": {"train": train_time}, **row_extra}
+                               "time": {"train": train_time, "forward_backward": compute_time}, **row_extra}
         if "pseudo" in row_extra:
             row["time"]["extract"] = row_extra["pseudo"].pop("time_extract")
             row["time"]["cluster"] = row_extra["pseudo"].pop("time_cluster")
