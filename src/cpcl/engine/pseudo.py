@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,16 +96,21 @@ def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: 
 
 
 def _recovery_purity(mined, y_img: np.ndarray, y_txt: np.ndarray, ids: np.ndarray, owner: np.ndarray) -> dict:
-    """Share of recovered outliers whose borrowed label's cluster is mostly their own identity."""
+    """Share of recovered outliers whose new cluster's other members are mostly their own identity."""
     out = {}
     for name, rec, new, truth in (("image", mined.image_recovered, mined.image_labels, ids),
                                   ("text", mined.text_recovered, mined.text_labels, ids[owner])):
         if rec.size == 0:
             continue
+        counts: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        for label, person in zip(new.tolist(), truth.tolist(), strict=True):
+            if label >= 0:
+                counts[label][person] += 1
         hits = 0
-        for idx in rec:
-            members = np.where(new == new[idx])[0]
-            members = members[members != idx]
-            hits += int(members.size > 0 and np.bincount(truth[members]).argmax() == truth[idx])
+        for idx in rec.tolist():
+            members = counts[int(new[idx])]
+            own = members[int(truth[idx])] - 1  # the other members of its identity
+            others = max((n for person, n in members.items() if person != truth[idx]), default=0)
+            hits += int(own > 0 and own >= others)
         out[f"{name}_recovered_purity"] = hits / rec.size
     return out

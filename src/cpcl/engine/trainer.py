@@ -34,7 +34,7 @@ from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.evaluation.metrics import RetrievalMetrics, chance_metrics
 from cpcl.memory.prototypes import PrototypeMemory
 from cpcl.model.backbone import build_tokenizer
-from cpcl.model.checkpoint import build_model, preprocess_of, save_checkpoint
+from cpcl.model.checkpoint import build_model, load_checkpoint, preprocess_of, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,6 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     plot_curves(history, zero_shot_val, out / "curves.png")
 
     if test is not None:
-        from cpcl.model.checkpoint import load_checkpoint
-
         result.test["last"] = test.evaluate(model, device, ebs).as_dict()
         if result.best_epoch is not None:
             best_model = load_checkpoint(out / "best.pt", device)[0]

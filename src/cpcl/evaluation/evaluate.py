@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from cpcl.data.datasets import ImageSet, eval_split, tokenize_all
+from cpcl.data.datasets import ImageSet, ImageStore, eval_split, tokenize_all
 from cpcl.data.records import ImageRecord
 from cpcl.data.transforms import build_eval_transform
 from cpcl.evaluation.metrics import RetrievalMetrics, retrieval_metrics
@@ -20,8 +20,6 @@ class EvalSplit:
 
     def __init__(self, records: Sequence[ImageRecord], tokenizer: Callable, preprocess: Preprocess,
                  cache_images: bool = False):
-        from cpcl.data.datasets import ImageStore
-
         paths, self.gallery_ids, self.captions, self.query_ids = eval_split(records)
         self.images = ImageSet(paths, build_eval_transform(preprocess), ImageStore(paths, cache=cache_images))
         self.tokens = tokenize_all(tokenizer, self.captions)
