@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+from PIL import Image
 from torchvision import transforms as T
 
 from cpcl.config import AugmentConfig
 from cpcl.model.backbone import Preprocess
 
 
+class ResizeIfNeeded:
+    """Bicubic resize to (height, width), skipped for images that already have that size."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = tuple(size)
+        self.resize = T.Resize(self.size, interpolation=T.InterpolationMode.BICUBIC)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image if (image.height, image.width) == self.size else self.resize(image)
+
+
 def build_eval_transform(pre: Preprocess) -> T.Compose:
     return T.Compose([
-        T.Resize(pre.image_size, interpolation=T.InterpolationMode.BICUBIC),
+        ResizeIfNeeded(pre.image_size),
         T.ToTensor(),
         T.Normalize(pre.mean, pre.std),
     ])
 
 
 def build_train_transform(pre: Preprocess, aug: AugmentConfig) -> T.Compose:
-    steps: list = [T.Resize(pre.image_size, interpolation=T.InterpolationMode.BICUBIC)]
+    steps: list = [ResizeIfNeeded(pre.image_size)]
     if aug.hflip:
         steps.append(T.RandomHorizontalFlip(0.5))
     if aug.pad > 0:
