@@ -79,7 +79,6 @@ class ClusterConfig:
     k2: int = 6
     eps: float = 0.6
     min_samples: int = 4
-    knn: str = "auto"  # auto (exact up to 40k points, then IVF) | exact | ivf
     fuse_modalities: bool = False  # cluster images on image + mean-caption features, captions on caption + image
     max_cluster_fraction: float = 0.5  # a cluster above this share of samples counts as degenerate
     start_epoch: int = 1  # epochs before this one train the instance loss only (warm-up)

@@ -63,12 +63,3 @@ def test_cosine_graph():
     assert np.allclose(coo.data, np.clip(1 - (x[coo.row] * x[coo.col]).sum(1), 0, None), atol=1e-6)
     assert abs(d - d.T).max() < 1e-6
 
-
-def test_ivf_knn_is_near_exact_on_clustered_features():
-    x = _blobs(n=3000, centres=300, dim=32, noise=0.3)
-    exact = knn_inner_product(x, 8, "exact")
-    approx = knn_inner_product(x, 8, "ivf")
-    recall = np.mean([len(set(a) & set(b)) / 8 for a, b in zip(exact, approx, strict=True)])
-    assert recall > 0.9
-    with pytest.raises(ValueError, match="k-NN method"):
-        knn_inner_product(x, 3, "hnsw")

@@ -27,39 +27,19 @@ import scipy.sparse as sp
 log = logging.getLogger(__name__)
 
 
-EXACT_KNN_MAX = 40_000  # above this many points, "auto" k-NN search is approximate (IVF)
-
-
-def knn_inner_product(features: np.ndarray, k: int, method: str = "auto") -> np.ndarray:
+def knn_inner_product(features: np.ndarray, k: int) -> np.ndarray:
     """Indices ``(N, k)`` of the ``k`` most similar rows (by inner product) of each row, best first.
 
-    ``method``: ``exact`` (faiss flat search, O(N^2 D)), ``ivf`` (faiss inverted lists, about sqrt(N)
-    lists of which 1/6 are probed: near-exact on clustered features, a fraction of the cost), or ``auto``
-    (exact up to ``EXACT_KNN_MAX`` points). The point itself is normally first (its own similarity is the
-    largest for unit vectors).
+    Exact search with faiss (flat index, BLAS): O(N^2 D) time, O(N k) memory. The point itself is
+    normally first (its own similarity is the largest for unit vectors).
     """
     import faiss
 
     x = np.ascontiguousarray(features, dtype=np.float32)
-    n, dim = x.shape
-    k = min(k, n)
-    if method not in ("auto", "exact", "ivf"):
-        raise ValueError(f"unknown k-NN method {method!r}; choose auto, exact or ivf")
-    if method == "exact" or (method == "auto" and n <= EXACT_KNN_MAX):
-        index = faiss.IndexFlatIP(dim)
-    else:
-        nlist = max(1, min(int(np.sqrt(n)), n // 39))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = 0
-        index.cp.niter = 10
-        index.train(x)
-        index.nprobe = max(1, nlist // 6)
+    k = min(k, x.shape[0])
+    index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
-    _, idx = index.search(x, k)
-    missing = idx < 0  # an IVF probe that found fewer than k points: fall back to the point itself
-    if missing.any():
-        idx[missing] = np.broadcast_to(np.arange(n)[:, None], idx.shape)[missing]
-    return idx.astype(np.int64)
+    return index.search(x, k)[1].astype(np.int64)
 
 
 def _rows_to_csr(rows: np.ndarray, n: int, values: np.ndarray | None = None) -> sp.csr_matrix:
@@ -168,7 +148,7 @@ def _sum_of_minima(v: sp.csr_matrix, s_min: float = 0.0) -> sp.csr_matrix:
 
 
 def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
-                     knn: np.ndarray | None = None, knn_method: str = "auto") -> sp.csr_matrix:
+                     knn: np.ndarray | None = None) -> sp.csr_matrix:
     """Sparse k-reciprocal Jaccard distances of L2-normalised ``features`` (N, D).
 
     Returns a CSR ``(N, N)`` matrix holding ``d_J(i, j)`` for every pair with ``d_J < max_distance`` (the
@@ -181,7 +161,7 @@ def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, max_distan
         return sp.csr_matrix((0, 0))
     k1 = min(k1, n - 1) if n > 1 else 0
     if knn is None:
-        knn = knn_inner_product(x, max(k1 + 1, k2), knn_method)
+        knn = knn_inner_product(x, max(k1 + 1, k2))
     r = _reciprocal(knn, k1)
     half = _reciprocal(knn, int(np.around(k1 / 2)))
     # |H(c) ∩ R(i)| for every c in R(i)
@@ -219,12 +199,11 @@ def _filter(mat: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=mat.shape)
 
 
-def cosine_distance_graph(features: np.ndarray, k: int = 30, max_distance: float = 1.0,
-                          knn_method: str = "auto") -> sp.csr_matrix:
+def cosine_distance_graph(features: np.ndarray, k: int = 30, max_distance: float = 1.0) -> sp.csr_matrix:
     """Sparse ``1 - cos`` to each point's ``k`` nearest neighbours (symmetrised), below ``max_distance``."""
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = x.shape[0]
-    knn = knn_inner_product(x, min(k + 1, n), knn_method)
+    knn = knn_inner_product(x, min(k + 1, n))
     pattern = _rows_to_csr(knn, n)
     pattern = (pattern + pattern.T).tocsr()
     pattern.data[:] = 1.0

@@ -31,13 +31,12 @@ class ClusterResult:
         return None
 
 
-def distance_graph(features: np.ndarray, distance: str, k1: int, k2: int, eps: float,
-                   knn_method: str = "auto") -> sp.csr_matrix:
+def distance_graph(features: np.ndarray, distance: str, k1: int, k2: int, eps: float) -> sp.csr_matrix:
     """Sparse distances of every pair closer than (just above) ``eps``; what DBSCAN needs, nothing more."""
     if distance == "jaccard":
-        return jaccard_distance(features, k1=k1, k2=k2, max_distance=min(1.0, eps + 1e-6), knn_method=knn_method)
+        return jaccard_distance(features, k1=k1, k2=k2, max_distance=min(1.0, eps + 1e-6))
     if distance == "cosine":
-        return cosine_distance_graph(features, k=k1, max_distance=min(2.0, eps + 1e-6), knn_method=knn_method)
+        return cosine_distance_graph(features, k=k1, max_distance=min(2.0, eps + 1e-6))
     raise ValueError(f"unknown clustering distance {distance!r}; choose one of {', '.join(DISTANCES)}")
 
 
@@ -69,9 +68,9 @@ def summarise(labels: np.ndarray) -> ClusterResult:
 
 
 def cluster_features(features: np.ndarray, distance: str = "jaccard", k1: int = 30, k2: int = 6,
-                     eps: float = 0.6, min_samples: int = 4, knn_method: str = "auto") -> ClusterResult:
+                     eps: float = 0.6, min_samples: int = 4) -> ClusterResult:
     """Cluster L2-normalised ``features`` (N, D) into pseudo identities (-1 = outlier)."""
-    graph = distance_graph(features, distance, k1, k2, eps, knn_method)
+    graph = distance_graph(features, distance, k1, k2, eps)
     return summarise(dbscan_labels(graph, eps, min_samples))
 
 

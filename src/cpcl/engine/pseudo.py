@@ -64,7 +64,7 @@ def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: 
     else:
         c = config.cluster
         feats_img, feats_txt = _fuse(f_img, f_txt, owner) if c.fuse_modalities else (f_img, f_txt)
-        kwargs = dict(distance=c.distance, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples, knn_method=c.knn)
+        kwargs = dict(distance=c.distance, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples)
         y_img = cluster_features(feats_img.numpy(), **kwargs).labels
         y_txt = cluster_features(feats_txt.numpy(), **kwargs).labels
     stats["time_cluster"] = time.perf_counter() - t1
