@@ -89,5 +89,5 @@ def test_recovery_purity_on_a_constructed_case():
     ids = np.array([1, 1, 2, 1, 2])
     # images 3 and 4 were outliers, both joined cluster 0 (members 0 and 1, identity 1)
     mined = MiningResult(np.array([0, 0, 1, 0, 0]), np.array([0, 0, 1, 0, 0]), np.array([3, 4]), np.array([]))
-    out = _recovery_purity(mined, None, None, ids, np.arange(5))
+    out = _recovery_purity(mined, ids, np.arange(5))
     assert out == {"image_recovered_purity": 0.5}

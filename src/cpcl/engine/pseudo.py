@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cpcl.clustering.outliers import mine_outliers
+from cpcl.clustering.outliers import MiningResult, mine_outliers
 from cpcl.clustering.pseudo_labels import cluster_features, pseudo_label_quality, relabel, summarise
 from cpcl.config import Config
 from cpcl.data.datasets import ImageSet, TrainPairs
@@ -77,7 +77,7 @@ def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: 
         stats["image_recovered"] = int(mined.image_recovered.size)
         stats["text_recovered"] = int(mined.text_recovered.size)
         if report_ids is not None:
-            stats.update(_recovery_purity(mined, y_img, y_txt, report_ids, owner.numpy()))
+            stats.update(_recovery_purity(mined, report_ids, owner.numpy()))
         y_img, y_txt = mined.image_labels, mined.text_labels
     if report_ids is not None:
         stats.update({f"image_{k}": v for k, v in pseudo_label_quality(y_img, report_ids).items()})
@@ -95,7 +95,7 @@ def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: 
     return EpochLabels(y_img_t, y_txt_t, stats)
 
 
-def _recovery_purity(mined, y_img: np.ndarray, y_txt: np.ndarray, ids: np.ndarray, owner: np.ndarray) -> dict:
+def _recovery_purity(mined: MiningResult, ids: np.ndarray, owner: np.ndarray) -> dict[str, float]:
     """Share of recovered outliers whose new cluster's other members are mostly their own identity."""
     out = {}
     for name, rec, new, truth in (("image", mined.image_recovered, mined.image_labels, ids),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -42,9 +40,3 @@ def encode_texts(model: RetrievalModel, tokens: torch.Tensor, device: torch.devi
     model.train(was_training)
     return out
 
-
-def encode_captions(model: RetrievalModel, tokenizer: Callable, captions: list[str], device: torch.device,
-                    batch_size: int = 512, progress: bool = False) -> torch.Tensor:
-    from cpcl.data.datasets import tokenize_all
-
-    return encode_texts(model, tokenize_all(tokenizer, captions), device, batch_size, progress)
