@@ -61,7 +61,6 @@ def mine_outliers(image_labels: np.ndarray, text_labels: np.ndarray, image_featu
     for cap, img in enumerate(owner):
         if y_txt[cap] >= 0 and y_img[img] >= 0:
             images_in_text_cluster[int(y_txt[cap])].add(int(img))
-        if y_img[img] >= 0 and y_txt[cap] >= 0:
             captions_in_image_cluster[int(y_img[img])].append(cap)
 
     img_out = np.where(y_img < 0)[0]

@@ -150,7 +150,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
                                      epoch_labels.text[batch["index"]].to(device))
             t_step = time.perf_counter()
             v, t = model(images, tokens)
-            terms = compute_losses(v, t, image_index, labels, memories if labels is not None else None, config)
+            terms = compute_losses(v, t, image_index, labels, memories, config)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()

@@ -19,7 +19,7 @@ def itc_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperat
     if image_index is None:
         targets = torch.arange(logits.shape[0], device=logits.device)
         return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
-    positives = (image_index[:, None] == image_index[None, :]).float()
+    positives = pair_positives(image_index).float()
     targets = positives / positives.sum(dim=1, keepdim=True)
     return 0.5 * (_soft_ce(logits, targets) + _soft_ce(logits.t(), targets))
 
