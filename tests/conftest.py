@@ -29,3 +29,11 @@ def tiny_config(root: Path, *overrides: str):
         "optim": {"lr": 1e-3, "warmup_epochs": 0},
         "train": {"epochs": 1, "batch_size": 16, "eval_batch_size": 64},
     }, overrides)
+
+
+@pytest.fixture(scope="session")
+def gallery(tiny_synth) -> list[Path]:
+    """Image paths of the tiny SynthPedes test split."""
+    from cpcl.data.formats import load_annotations
+
+    return [r.image_path for r in load_annotations("cuhk-pedes", tiny_synth).split("test")]

@@ -1,0 +1,352 @@
+"""A gallery index on disk: embeddings, image paths relative to a root, and the model that made them.
+
+Layout of an index directory::
+
+    index.json              manifest: format, generation, count, root, model fingerprint, kind, faiss params
+    embeddings.<gen>.npy    (N, D) float32 unit rows
+    paths.<gen>.txt         N paths relative to the root, one per line, in embedding order
+    faiss.<gen>.index       the approximate index (kinds ``ivf`` and ``ivf-sq8`` only)
+
+Every save writes a new generation's files and then replaces ``index.json`` atomically, so an index
+killed in the middle of ``add`` still opens as it was before. Search is exact inner product by default
+(chunked matrix products, no approximation); ``ivf`` / ``ivf-sq8`` build a FAISS inverted-file index for
+large galleries, searched with ``nprobe`` lists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cpcl.data.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "cpcl-index"
+INDEX_VERSION = 1
+KINDS = ("exact", "ivf", "ivf-sq8")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+_EXACT_CHUNK = 1 << 18  # gallery rows per matrix product: bounds the (chunk, Q) score block
+
+
+class GalleryIndexError(RuntimeError):
+    """An index cannot be read, written or used as asked."""
+
+
+class ModelMismatchError(GalleryIndexError):
+    """The index was built by another model than the one asked to search it."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    rank: int  # 1-based
+    item: int  # row in the index
+    path: str  # relative to the index root, posix separators
+    score: float  # cosine similarity
+
+    def as_dict(self) -> dict:
+        return {"rank": self.rank, "item": self.item, "path": self.path, "score": round(self.score, 6)}
+
+
+def list_images(source: str | Path | Sequence[str | Path], root: str | Path | None = None) -> tuple[Path, list[Path]]:
+    """The images a build or add names -> ``(root, absolute paths)``.
+
+    ``source`` is a directory (searched recursively for image files, in sorted order), a text file with
+    one image path per line (relative to that file's directory; blank lines and ``#`` comments skipped),
+    or a list of paths. The root defaults to the directory itself, or the common parent of the images.
+    """
+    if isinstance(source, (str, Path)):
+        source = Path(source)
+        if source.is_dir():
+            paths = sorted(p.resolve() for p in source.rglob("*")
+                           if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not paths:
+                raise GalleryIndexError(f"{source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+            base = source.resolve()
+        elif source.is_file():
+            paths = _read_image_list(source)
+            base = None
+        else:
+            raise GalleryIndexError(f"{source}: no such directory or image list file")
+    else:
+        paths = [Path(p).resolve() for p in source]
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise GalleryIndexError(f"{len(missing)} images do not exist (first: {missing[0]})")
+        if not paths:
+            raise GalleryIndexError("no images given")
+        base = None
+    if root is None:
+        root = base or Path(os.path.commonpath([p.parent for p in paths]))
+    root = Path(root).resolve()
+    outside = [p for p in paths if not p.is_relative_to(root)]
+    if outside:
+        raise GalleryIndexError(f"{len(outside)} images are outside the index root {root} (first: {outside[0]})")
+    bad = [p for p in paths if "\n" in str(p)]
+    if bad:
+        raise GalleryIndexError(f"image path with a line break cannot be indexed: {bad[0]!r}")
+    return root, paths
+
+
+def _read_image_list(source: Path) -> list[Path]:
+    paths, missing = [], []
+    for lineno, line in enumerate(source.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = (source.parent / line).resolve()
+        if path.is_file():
+            paths.append(path)
+        else:
+            missing.append(f"line {lineno}: {line}")
+    if missing:
+        raise GalleryIndexError(f"{source}: {len(missing)} listed images do not exist (first: {missing[0]})")
+    if not paths:
+        raise GalleryIndexError(f"{source}: lists no images")
+    return paths
+
+
+def check_new_index_dir(directory: str | Path) -> None:
+    if (Path(directory) / "index.json").exists():
+        raise GalleryIndexError(f"{directory} already holds an index; add to it with `cpcl index add`, "
+                                "or choose another --out")
+
+
+def default_nlist(count: int) -> int:
+    """Inverted lists for ``count`` vectors: about 4·√N, with at least 39 training points per list."""
+    return max(1, min(int(4 * math.sqrt(count)), count // 39))
+
+
+def _build_faiss(kind: str, embeddings: np.ndarray, nlist: int, seed: int = 0):
+    import faiss
+
+    dim = embeddings.shape[1]
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_INNER_PRODUCT)
+    # k-means on a sample: 64 points per list is plenty and keeps training cheap on a million vectors
+    sample = embeddings
+    if len(embeddings) > 64 * nlist:
+        rows = np.random.default_rng(seed).choice(len(embeddings), 64 * nlist, replace=False)
+        sample = embeddings[np.sort(rows)]
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    index.own_fields = True
+    quantizer.this.disown()
+    _faiss_add(index, embeddings)
+    return index
+
+
+def _faiss_add(index, embeddings: np.ndarray, chunk: int = 1 << 16) -> None:
+    for start in range(0, len(embeddings), chunk):
+        index.add(np.ascontiguousarray(embeddings[start:start + chunk], dtype=np.float32))
+
+
+class GalleryIndex:
+    """Embeddings of a gallery with their relative paths; searched by inner product."""
+
+    def __init__(self, directory: Path, manifest: dict, embeddings: np.ndarray, paths: list[str],
+                 faiss_index=None):
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.embeddings = embeddings
+        self.paths = paths
+        self._faiss = faiss_index
+        self._item_of_path = {p: i for i, p in enumerate(paths)}
+        self.nprobe = int(manifest.get("nprobe", 16))
+
+    # ----------------------------------------------------------------------------------- properties
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.manifest["root"])
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["model"]["fingerprint"]
+
+    @property
+    def checkpoint(self) -> Path:
+        return Path(self.manifest["model"]["checkpoint"])
+
+    def item_of(self, relative_path: str) -> int | None:
+        """The row of an indexed path, or None: the only way a path maps to a file served from the index."""
+        return self._item_of_path.get(relative_path)
+
+    def absolute_path(self, item: int) -> Path:
+        return self.root / self.paths[item]
+
+    # --------------------------------------------------------------------------------- create / load
+
+    @classmethod
+    def create(cls, directory: str | Path, root: str | Path, embeddings: np.ndarray, image_paths: Sequence[Path],
+               model: dict, kind: str = "exact", nlist: int | None = None, nprobe: int = 16) -> GalleryIndex:
+        """Write a new index. ``model`` = ``{"fingerprint", "checkpoint", "arch", "embed_dim"}``."""
+        if kind not in KINDS:
+            raise GalleryIndexError(f"unknown index kind {kind!r} (choose from {', '.join(KINDS)})")
+        directory, root = Path(directory), Path(root).resolve()
+        check_new_index_dir(directory)
+        embeddings = _check_embeddings(embeddings, len(image_paths))
+        paths = [Path(p).resolve().relative_to(root).as_posix() for p in image_paths]
+        if len(set(paths)) != len(paths):
+            raise GalleryIndexError("the same image is listed twice")
+        manifest = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "generation": 0, "root": str(root),
+                    "kind": kind, "model": dict(model), "dim": int(embeddings.shape[1]), "nprobe": int(nprobe)}
+        faiss_index = None
+        if kind != "exact":
+            manifest["nlist"] = int(nlist or default_nlist(len(paths)))
+            faiss_index = _build_faiss(kind, embeddings, manifest["nlist"])
+        index = cls(directory, manifest, embeddings, paths, faiss_index)
+        index._save()
+        return index
+
+    @classmethod
+    def load(cls, directory: str | Path) -> GalleryIndex:
+        directory = Path(directory)
+        manifest_path = directory / "index.json"
+        if not manifest_path.is_file():
+            raise GalleryIndexError(f"{directory}: not an index (no index.json); build one with `cpcl index build`")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise GalleryIndexError(f"{manifest_path}: not valid JSON ({exc})") from None
+        if manifest.get("format") != INDEX_FORMAT or manifest.get("version") != INDEX_VERSION:
+            raise GalleryIndexError(f"{manifest_path}: not a {INDEX_FORMAT} v{INDEX_VERSION} manifest")
+        files = _generation_files(directory, manifest["generation"])
+        try:
+            embeddings = np.load(files["embeddings"])
+            paths = files["paths"].read_text().split("\n")[:-1] if manifest["count"] else []
+        except OSError as exc:
+            raise GalleryIndexError(f"{directory}: index files missing or unreadable ({exc})") from None
+        if len(paths) != manifest["count"] or embeddings.shape != (manifest["count"], manifest["dim"]):
+            raise GalleryIndexError(f"{directory}: {len(paths)} paths and {embeddings.shape} embeddings do not match "
+                             f"the manifest's {manifest['count']} x {manifest['dim']}")
+        faiss_index = None
+        if manifest["kind"] != "exact":
+            import faiss
+
+            faiss_index = faiss.read_index(str(files["faiss"]))
+            if faiss_index.ntotal != manifest["count"]:
+                raise GalleryIndexError(f"{files['faiss']}: holds {faiss_index.ntotal} vectors, "
+                                        f"the manifest {manifest['count']}")
+        return cls(directory, manifest, embeddings, paths, faiss_index)
+
+    def add(self, embeddings: np.ndarray, image_paths: Sequence[Path]) -> int:
+        """Append images not yet indexed (by relative path) and save; returns how many were added."""
+        embeddings = _check_embeddings(embeddings, len(image_paths), dim=self.manifest["dim"])
+        keep, paths = [], []
+        for row, path in enumerate(image_paths):
+            path = Path(path).resolve()
+            if not path.is_relative_to(self.root):
+                raise GalleryIndexError(f"{path} is outside the index root {self.root}; build a new index for it")
+            rel = path.relative_to(self.root).as_posix()
+            if rel not in self._item_of_path and rel not in paths:
+                keep.append(row)
+                paths.append(rel)
+        if not paths:
+            return 0
+        new = embeddings[keep]
+        self.embeddings = np.concatenate([self.embeddings, new])
+        for rel in paths:
+            self._item_of_path[rel] = len(self.paths)
+            self.paths.append(rel)
+        if self._faiss is not None:
+            _faiss_add(self._faiss, new)
+        self.manifest["generation"] += 1
+        self._save()
+        return len(paths)
+
+    def _save(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        gen = self.manifest["generation"]
+        files = _generation_files(self.directory, gen)
+        with open(files["embeddings"], "wb") as f:
+            np.save(f, np.ascontiguousarray(self.embeddings, dtype=np.float32))
+            f.flush()
+            os.fsync(f.fileno())
+        files["paths"].write_text("".join(p + "\n" for p in self.paths))
+        if self._faiss is not None:
+            import faiss
+
+            faiss.write_index(self._faiss, str(files["faiss"]))
+        self.manifest["count"] = len(self.paths)
+        atomic_write_text(self.directory / "index.json", json.dumps(self.manifest, indent=2) + "\n")
+        # only now are the previous generation's files unreferenced
+        for stale in self.directory.glob("*.*.*"):
+            if stale.name.split(".")[1] != str(gen) and stale.name.split(".")[0] in ("embeddings", "paths", "faiss"):
+                stale.unlink()
+
+    # ------------------------------------------------------------------------------------------ use
+
+    def check_model(self, fingerprint: str, checkpoint: str | Path | None = None) -> None:
+        if fingerprint != self.fingerprint:
+            which = f"checkpoint {checkpoint}" if checkpoint else "this model"
+            raise ModelMismatchError(
+                f"index {self.directory} was built with model {self.fingerprint} ({self.checkpoint}), but "
+                f"{which} is model {fingerprint}: its embeddings are not comparable. Search with the model "
+                f"that built the index, or rebuild it with `cpcl index build --checkpoint ...`")
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``queries`` (Q, D) unit rows -> ``(scores, items)`` each (Q, min(k, N)), best first."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.manifest["dim"]:
+            raise GalleryIndexError(f"queries have dimension {queries.shape[1]}, the index {self.manifest['dim']}")
+        k = min(int(k), len(self))
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if self._faiss is not None:
+            self._faiss.nprobe = int(nprobe or self.nprobe)
+            scores, items = self._faiss.search(queries, k)
+            return scores, items.astype(np.int64)
+        return exact_top_k(self.embeddings, queries, k)
+
+    def hits(self, scores: np.ndarray, items: np.ndarray) -> list[SearchHit]:
+        """One query's row of :meth:`search` as hits (faiss pads short lists with -1: dropped)."""
+        return [SearchHit(rank, int(i), self.paths[i], float(s))
+                for rank, (s, i) in enumerate(zip(scores, items, strict=True), 1) if i >= 0]
+
+
+def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product, in gallery chunks: ``(Q, k)`` scores and rows, best first."""
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_items = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(gallery), _EXACT_CHUNK):
+        block = queries @ gallery[start:start + _EXACT_CHUNK].T  # (Q, chunk)
+        kk = min(k, block.shape[1])
+        part = np.argpartition(-block, kk - 1, axis=1)[:, :kk]
+        best_scores = np.concatenate([best_scores, np.take_along_axis(block, part, axis=1)], axis=1)
+        best_items = np.concatenate([best_items, part + start], axis=1)
+        order = np.lexsort((best_items, -best_scores), axis=1)[:, :k]
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        best_items = np.take_along_axis(best_items, order, axis=1)
+    return best_scores, best_items
+
+
+def _check_embeddings(embeddings: np.ndarray, count: int, dim: int | None = None) -> np.ndarray:
+    embeddings = np.asarray(embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or len(embeddings) != count:
+        raise GalleryIndexError(f"expected ({count}, D) embeddings, got {embeddings.shape}")
+    if dim is not None and embeddings.shape[1] != dim:
+        raise GalleryIndexError(f"embeddings have dimension {embeddings.shape[1]}, the index {dim}")
+    return embeddings
+
+
+def _generation_files(directory: Path, generation: int) -> dict[str, Path]:
+    return {"embeddings": directory / f"embeddings.{generation}.npy", "paths": directory / f"paths.{generation}.txt",
+            "faiss": directory / f"faiss.{generation}.index"}

@@ -1,0 +1,100 @@
+"""Text search over a gallery index: validation, query encoding and ranking, shared by the CLI and the server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cpcl.retrieval.index import GalleryIndex, SearchHit, check_new_index_dir, list_images
+from cpcl.retrieval.retriever import Retriever, load_retriever
+
+MAX_QUERY_CHARS = 500
+MAX_K = 100
+EXAMPLE_QUERIES = (
+    "a man in a black jacket and blue jeans",
+    "a woman wearing a red dress and carrying a black bag",
+    "a person in a white shirt and grey trousers with a backpack",
+    "a woman with long hair in a yellow top and black shorts",
+)
+
+
+class QueryError(ValueError):
+    """A search request that cannot be answered as asked (empty or over-long query, k out of range)."""
+
+
+@dataclass
+class SearchResult:
+    query: str
+    hits: list[SearchHit]
+    encode_ms: float
+    search_ms: float
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"query": self.query, "k": len(self.hits), "hits": [h.as_dict() for h in self.hits],
+                "timing_ms": {"encode": round(self.encode_ms, 2), "search": round(self.search_ms, 2)}, **self.extra}
+
+
+def validate_query(query: str, k: int) -> str:
+    if not isinstance(query, str) or not query.strip():
+        raise QueryError("the query is empty: describe the person, e.g. 'a man in a grey hoodie'")
+    if len(query) > MAX_QUERY_CHARS:
+        raise QueryError(f"the query has {len(query)} characters; at most {MAX_QUERY_CHARS} are accepted")
+    if not 1 <= int(k) <= MAX_K:
+        raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+    return query.strip()
+
+
+class SearchService:
+    """A retriever and the index it built, checked to belong together."""
+
+    def __init__(self, retriever: Retriever, index: GalleryIndex):
+        index.check_model(retriever.fingerprint, retriever.checkpoint)
+        self.retriever = retriever
+        self.index = index
+
+    @classmethod
+    def open(cls, index_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> SearchService:
+        """Open an index with the checkpoint that built it (or ``checkpoint``, if it is the same model)."""
+        index = GalleryIndex.load(index_dir)
+        return cls(load_retriever(checkpoint or index.checkpoint, device=device), index)
+
+    def search(self, query: str, k: int = 10, nprobe: int | None = None) -> SearchResult:
+        query = validate_query(query, k)
+        t0 = time.perf_counter()
+        embedding = self.retriever.encode_text([query])
+        t1 = time.perf_counter()
+        scores, items = self.index.search(embedding, k, nprobe=nprobe)
+        t2 = time.perf_counter()
+        return SearchResult(query, self.index.hits(scores[0], items[0]), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+
+
+def model_info(retriever: Retriever) -> dict:
+    """What an index records about the model that built it."""
+    return {"fingerprint": retriever.fingerprint, "checkpoint": str(retriever.checkpoint),
+            "arch": retriever.config.model.arch, "embed_dim": retriever.embed_dim}
+
+
+def build_index(retriever: Retriever, images: str | Path | Sequence[Path], out: str | Path,
+                root: str | Path | None = None, kind: str = "exact", nlist: int | None = None, nprobe: int = 16,
+                progress: bool = False) -> GalleryIndex:
+    """Encode the images :func:`~cpcl.retrieval.index.list_images` finds and write an index to ``out``."""
+    root, paths = list_images(images, root)
+    check_new_index_dir(out)  # fail before encoding, not after
+    embeddings = retriever.encode_images(paths, progress=progress)
+    return GalleryIndex.create(out, root, embeddings, paths, model_info(retriever), kind=kind, nlist=nlist,
+                               nprobe=nprobe)
+
+
+def add_images(retriever: Retriever, index: GalleryIndex, images: str | Path | Sequence[Path],
+               progress: bool = False) -> tuple[int, int]:
+    """Encode and append the images of a folder or list that the index does not hold yet -> (added, skipped)."""
+    index.check_model(retriever.fingerprint, retriever.checkpoint)
+    _, paths = list_images(images, index.root)
+    new = [p for p in paths if index.item_of(p.relative_to(index.root).as_posix()) is None]
+    if not new:
+        return 0, len(paths)
+    added = index.add(retriever.encode_images(new, progress=progress), new)
+    return added, len(paths) - added
