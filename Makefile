@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
 $(BIN)/.cpcl-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,14 +16,23 @@ $(BIN)/.cpcl-installed: pyproject.toml
 
 setup: $(BIN)/.cpcl-installed
 
+# Headless Chromium + ChromeDriver (Debian packages) for the browser test of the search page.
+# Installed with apt-get when missing and root (or sudo) is available; otherwise that one test is skipped.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then echo "note: no apt-get: install chromium and chromedriver yourself to run the browser test"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: not root: run 'sudo apt-get install chromium chromium-driver' to run the browser test"; fi
+
 demo: setup
 	$(BIN)/cpcl demo --out runs/demo
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
-test: setup lint
+test: setup browser lint
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf runs data .pytest_cache
+	rm -rf runs data .pytest_cache test-artifacts

@@ -170,6 +170,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rows["zero-shot (pretrained small CLIP)"] = result.test["zero-shot"]
         rows[f"{title}, best-on-val (epoch {result.best_epoch})"] = result.test["best-on-val"]
         rows[f"{title}, last epoch"] = result.test["last"]
+    best = Path(args.out) / DEMO_RUNS[-1][1] / "best.pt"
+    index_dir = Path(args.out) / "index"
+    _demo_search_assets(best, config, index_dir, Path(args.out) / "rankings", device)
     wall = time.perf_counter() - t0
     last = next(reversed(rows.values()))
     print()
@@ -178,7 +181,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"wall time {wall:.0f}s on {device}")
     print(f"dataset montage: {Path(config.data.root) / 'montage.png'}")
     print(f"curves, checkpoints, metrics.jsonl and results: {args.out}/<run>/")
+    print(f"top-10 rankings of test queries (green = right person): {args.out}/rankings/sheet.png")
+    print(f"the test gallery is indexed for search with the CPCL model:\n"
+          f"  cpcl search {index_dir} \"a woman in a red coat with a black bag\" --grid top10.png\n"
+          f"  cpcl serve {index_dir}      # then open http://127.0.0.1:8000/")
     return 0
+
+
+def _demo_search_assets(checkpoint: Path, config, index_dir: Path, rankings: Path, device) -> None:
+    """Index the demo's test gallery and draw its ranking sheet, so that search works right after the demo."""
+    import shutil
+
+    from cpcl.data.formats import load_annotations
+    from cpcl.evaluation.visualize import write_ranking_figures
+    from cpcl.retrieval.retriever import load_retriever
+    from cpcl.retrieval.service import build_index
+
+    records = load_annotations(config.data.format, config.data.root).split("test")
+    if index_dir.exists():  # a rerun of the demo replaces its index with one for the new model
+        shutil.rmtree(index_dir)
+    build_index(load_retriever(checkpoint, device), [r.image_path for r in records], index_dir,
+                root=config.data.root)
+    write_ranking_figures(checkpoint, config.data.format, config.data.root, rankings, queries=6, device=device)
 
 
 def cmd_export_weights(args: argparse.Namespace) -> int:
@@ -188,6 +212,116 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
     print(f"wrote {path}")
     return 0
 
+
+def cmd_index_build(args: argparse.Namespace) -> int:
+    from cpcl.retrieval.retriever import load_retriever
+    from cpcl.retrieval.service import build_index
+
+    device = _pick_device(args.device)
+    retriever = load_retriever(args.checkpoint, device, batch_size=args.batch_size, num_workers=args.workers)
+    t0 = time.perf_counter()
+    index = build_index(retriever, args.images, args.out, root=args.root, kind=args.kind, nlist=args.nlist,
+                        nprobe=args.nprobe, progress=True)
+    wall = time.perf_counter() - t0
+    print(f"indexed {len(index)} images under {index.root} in {wall:.1f}s ({len(index) / wall:.0f} images/s) "
+          f"-> {args.out} ({index.kind}, model {index.fingerprint})")
+    return 0
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from cpcl.retrieval.index import GalleryIndex
+    from cpcl.retrieval.retriever import load_retriever
+    from cpcl.retrieval.service import add_images
+
+    index = GalleryIndex.load(args.index)
+    device = _pick_device(args.device)
+    retriever = load_retriever(_index_checkpoint(index, args.checkpoint), device, batch_size=args.batch_size,
+                               num_workers=args.workers)
+    added, skipped = add_images(retriever, index, args.images, progress=True)
+    print(f"added {added} images ({skipped} already indexed); {args.index} now holds {len(index)}")
+    return 0
+
+
+def cmd_index_info(args: argparse.Namespace) -> int:
+    from cpcl.retrieval.index import GalleryIndex
+
+    index = GalleryIndex.load(args.index)
+    m = index.manifest
+    print(f"{args.index}: {len(index)} images under {index.root}")
+    print(f"kind {index.kind}" + (f" (nlist {m['nlist']}, nprobe {m['nprobe']})" if index.kind != "exact" else ""))
+    print(f"model {index.fingerprint}: {m['model']['arch']}, {m['dim']}-d, built from {index.checkpoint}")
+    return 0
+
+
+def _index_checkpoint(index, checkpoint: str | None) -> Path:
+    """The checkpoint to encode queries with: the one given, or the one that built the index."""
+    path = Path(checkpoint) if checkpoint else index.checkpoint
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} (which built {index.directory}) not found; "
+                                "pass --checkpoint with a copy of it")
+    return path
+
+
+def _open_service(args: argparse.Namespace):
+    from cpcl.retrieval.index import GalleryIndex
+    from cpcl.retrieval.retriever import load_retriever
+    from cpcl.retrieval.service import SearchService
+
+    index = GalleryIndex.load(args.index)
+    retriever = load_retriever(_index_checkpoint(index, args.checkpoint), _pick_device(args.device))
+    return SearchService(retriever, index)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    service = _open_service(args)
+    results = [service.search(q, args.k, nprobe=args.nprobe) for q in args.query]
+    if args.json:
+        print(json.dumps({"index": str(args.index), "root": str(service.index.root),
+                          "results": [r.as_dict() for r in results]}, indent=2))
+    else:
+        for r in results:
+            print(f"{r.query!r}: top {len(r.hits)} of {len(service.index)} "
+                  f"(encode {r.encode_ms:.1f} ms, search {r.search_ms:.1f} ms), paths under {service.index.root}")
+            for h in r.hits:
+                print(f"{h.rank:>4}  {h.score:.4f}  {h.path}")
+    if args.grid:
+        from cpcl.retrieval.figures import RankedImage, ranking_row, save_png, stack
+
+        rows = [ranking_row(r.query, [RankedImage(service.index.absolute_path(h.item), h.score) for h in r.hits])
+                for r in results]
+        save_png(stack(rows), args.grid)
+        if not args.json:
+            print(f"grid: {args.grid}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cpcl.retrieval.http import build_app
+    from cpcl.retrieval.service import EXAMPLE_QUERIES
+
+    service = _open_service(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: anyone who can reach this address can search the gallery and read its "
+                    "images (there is no authentication)", args.host)
+    app = build_app(service, examples=args.example or EXAMPLE_QUERIES)
+    print(f"serving {len(service.index)} images from {args.index} on http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from cpcl.evaluation.visualize import write_ranking_figures
+
+    summary = write_ranking_figures(args.checkpoint, args.format, args.root, args.out, split=args.split,
+                                    queries=args.queries, seed=args.seed, k=args.k, device=_pick_device(args.device),
+                                    batch_size=args.batch_size, progress=True)
+    print(f"{summary['queries']} queries of the {args.split} split ({summary['captions']} captions, "
+          f"{summary['images']} images): rank 1 correct for {summary['rank1_correct']}; "
+          "green = same person, red = another person")
+    print(f"wrote {args.out}/query_*.png and {summary['sheet']}")
+    return 0
 
 def cmd_configs(args: argparse.Namespace) -> int:
     for path in sorted(PACKAGED_CONFIGS.glob("*.yaml")):
@@ -241,6 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
         p.add_argument("--no-progress", action="store_true")
 
+    def add_encode_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--batch-size", type=int, default=128)
+        p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+        p.add_argument("--device", default="auto")
+
     p = sub.add_parser("train", help="train a model from a config")
     add_run_args(p, None)
     p.add_argument("--supervised-upper-bound", action="store_true",
@@ -277,6 +416,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fp32", action="store_true")
     p.set_defaults(func=cmd_export_weights)
 
+    p = sub.add_parser("index", help="build and extend gallery indexes for search")
+    isub = p.add_subparsers(dest="index_command", required=True)
+    c = isub.add_parser("build", help="encode a folder or list of pedestrian crops into a new index")
+    c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
+    c.add_argument("--images", required=True, help="a folder (searched recursively) or a file listing image paths")
+    c.add_argument("--out", required=True, help="index directory to create")
+    c.add_argument("--root", help="root the stored paths are relative to (default: the folder / common parent)")
+    c.add_argument("--kind", default="exact", choices=["exact", "ivf", "ivf-sq8"],
+                   help="exact inner product (default), or an approximate FAISS inverted-file index")
+    c.add_argument("--nlist", type=int, help="inverted lists for ivf kinds (default about 4*sqrt(N))")
+    c.add_argument("--nprobe", type=int, default=16, help="lists searched per query for ivf kinds")
+    add_encode_args(c)
+    c.set_defaults(func=cmd_index_build)
+    c = isub.add_parser("add", help="append the images of a folder or list that the index does not hold yet")
+    c.add_argument("index")
+    c.add_argument("--images", required=True)
+    c.add_argument("--checkpoint", help="default: the checkpoint that built the index")
+    add_encode_args(c)
+    c.set_defaults(func=cmd_index_add)
+    c = isub.add_parser("info", help="what an index holds and which model built it")
+    c.add_argument("index")
+    c.set_defaults(func=cmd_index_info)
+
+    p = sub.add_parser("search", help="search an index by text")
+    p.add_argument("index")
+    p.add_argument("query", nargs="+", help="one or more descriptions (quote each)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--grid", help="write a PNG of the top-k crops with ranks and scores")
+    p.add_argument("--nprobe", type=int, help="lists searched per query (ivf indexes)")
+    p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("serve", help="serve an index: JSON search API and a search web page")
+    p.add_argument("index")
+    p.add_argument("--host", default="127.0.0.1", help="default loopback only")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--example", action="append", help="an example query shown on the page (repeatable)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("visualize", help="top-k ranking figures for queries of an evaluation split")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", required=True, choices=["cuhk-pedes", "icfg-pedes", "rstpreid", "jsonl"])
+    p.add_argument("--root", required=True)
+    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--queries", type=int, default=8, help="how many captions to show")
+    p.add_argument("--seed", type=int, default=0, help="which captions (drawn reproducibly)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--out", required=True, help="directory for query_*.png and sheet.png")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_visualize)
+
     sub.add_parser("configs", help="list packaged configs").set_defaults(func=cmd_configs)
     sub.add_parser("archs", help="list model architectures").set_defaults(func=cmd_archs)
     return parser
@@ -289,10 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     from cpcl.data.records import DatasetError
     from cpcl.model.backbone import WeightsError
     from cpcl.model.checkpoint import CheckpointError
+    from cpcl.retrieval.index import GalleryIndexError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DatasetError, WeightsError, CheckpointError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, DatasetError, WeightsError, CheckpointError, GalleryIndexError, ValueError,
+            OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

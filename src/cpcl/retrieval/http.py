@@ -1,0 +1,85 @@
+"""The search server: a JSON API and a single web page over one index.
+
+- ``GET /``                          the search page
+- ``GET /api/search?q=...&k=10``     ranked hits ``{rank, item, path, score, url}`` and timings, as JSON
+- ``GET /api/info``                  index size, model, limits and example queries
+- ``GET /images/{path}``             an indexed image; only paths listed in the index are served
+- ``GET /healthz``                   liveness
+
+Malformed requests (empty or over-long query, k out of range or not a number) get a 422 whose ``detail``
+is one readable sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from cpcl import __version__
+from cpcl.retrieval.service import EXAMPLE_QUERIES, MAX_K, MAX_QUERY_CHARS, QueryError, SearchService
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+
+
+def image_url(path: str) -> str:
+    return "/images/" + quote(path)
+
+
+def build_app(service: SearchService, examples: Sequence[str] = EXAMPLE_QUERIES) -> FastAPI:
+    app = FastAPI(title="cpcl search", version=__version__, docs_url="/api/docs", redoc_url=None)
+    index = service.index
+    root = index.root.resolve()
+    page = PAGE.read_text()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ())[1:]) or "request"
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return JSONResponse({"detail": "; ".join(parts)}, status_code=422)
+
+    @app.exception_handler(QueryError)
+    async def _bad_query(request: Request, exc: QueryError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/api/info")
+    def info() -> dict:
+        model = {k: index.manifest["model"][k] for k in ("fingerprint", "arch", "embed_dim")}
+        return {"images": len(index), "kind": index.kind, "model": model,
+                "max_k": MAX_K, "max_query_chars": MAX_QUERY_CHARS, "examples": list(examples)}
+
+    @app.get("/api/search")
+    def search(q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="what the person looks like"),
+               k: int = Query(10, ge=1, le=MAX_K, description="number of results")) -> dict:
+        result = service.search(q, k)
+        out = result.as_dict()
+        for hit in out["hits"]:
+            hit["url"] = image_url(hit["path"])
+        return out
+
+    @app.get("/images/{path:path}", include_in_schema=False)
+    def image(path: str):
+        item = index.item_of(path)
+        if item is None:
+            return JSONResponse({"detail": "no such image in this index"}, status_code=404)
+        file = index.absolute_path(item).resolve()
+        # the index lists only files under its root; a file replaced by a link pointing out is not served
+        if not file.is_relative_to(root) or not file.is_file():
+            return JSONResponse({"detail": "image is missing or outside the index root"}, status_code=404)
+        return FileResponse(file, headers={"Cache-Control": "max-age=3600"})
+
+    return app

@@ -1,0 +1,69 @@
+import json
+import shutil
+
+from PIL import Image
+
+from cpcl.cli import main
+
+
+def test_index_build_add_info_search(gallery, tiny_checkpoint, other_checkpoint, tmp_path, capsys):
+    crops = tmp_path / "crops"
+    (crops / "day1").mkdir(parents=True)
+    (crops / "day2").mkdir()
+    for p in gallery[:8]:
+        shutil.copy(p, crops / "day1" / p.name)
+    for p in gallery[8:12]:
+        shutil.copy(p, crops / "day2" / p.name)
+    index = tmp_path / "idx"
+    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops / "day1"),
+                 "--root", str(crops), "--out", str(index), "--device", "cpu", "--workers", "0"]) == 0
+    assert "indexed 8 images" in capsys.readouterr().out
+    assert main(["index", "add", str(index), "--images", str(crops), "--device", "cpu", "--workers", "0"]) == 0
+    assert "added 4 images (8 already indexed)" in capsys.readouterr().out
+    assert main(["index", "info", str(index)]) == 0
+    assert "12 images" in capsys.readouterr().out
+
+    grid = tmp_path / "grid.png"
+    assert main(["search", str(index), "a man in a red jacket", "a woman in blue", "-k", "3", "--json",
+                 "--grid", str(grid)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [len(r["hits"]) for r in out["results"]] == [3, 3]
+    assert all(h["path"].startswith(("day1/", "day2/")) for r in out["results"] for h in r["hits"])
+    with Image.open(grid) as im:
+        assert im.width > 3 * 32 and im.height > 2 * 100
+
+    assert main(["search", str(index), "a man", "-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[0] == "1" and lines[2].split()[0] == "2"
+
+    # another model's checkpoint is refused, with the way out in the message
+    assert main(["search", str(index), "a man", "--checkpoint", str(other_checkpoint)]) == 2
+    assert "rebuild it with `cpcl index build" in capsys.readouterr().err
+    assert main(["search", str(index), "a man", "-k", "1000"]) == 2
+    assert "k must be between 1 and 100" in capsys.readouterr().err
+    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops),
+                 "--out", str(index), "--device", "cpu"]) == 2
+    assert "already holds an index" in capsys.readouterr().err
+
+
+def test_search_names_a_missing_checkpoint(gallery, tiny_checkpoint, tmp_path, capsys):
+    ckpt = tmp_path / "moved.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    assert main(["index", "build", "--checkpoint", str(ckpt), "--images", str(gallery[0].parent),
+                 "--out", str(tmp_path / "idx"), "--device", "cpu", "--workers", "0"]) == 0
+    ckpt.unlink()
+    assert main(["search", str(tmp_path / "idx"), "a man"]) == 2
+    err = capsys.readouterr().err
+    assert "moved.pt" in err and "--checkpoint" in err
+    # a copy of the same weights elsewhere is the same model
+    assert main(["search", str(tmp_path / "idx"), "a man", "--checkpoint", str(tiny_checkpoint)]) == 0
+
+
+def test_visualize_writes_one_png_per_query_and_a_sheet(tiny_synth, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "vis"
+    assert main(["visualize", "--checkpoint", str(tiny_checkpoint), "--format", "cuhk-pedes", "--root",
+                 str(tiny_synth), "--queries", "3", "-k", "5", "--out", str(out), "--device", "cpu"]) == 0
+    assert len(list(out.glob("query_*.png"))) == 3
+    with Image.open(out / "sheet.png") as sheet:
+        assert sheet.height > 3 * 64
+    assert "rank 1 correct for" in capsys.readouterr().out
