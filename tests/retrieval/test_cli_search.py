@@ -67,3 +67,15 @@ def test_visualize_writes_one_png_per_query_and_a_sheet(tiny_synth, tiny_checkpo
     with Image.open(out / "sheet.png") as sheet:
         assert sheet.height > 3 * 64
     assert "rank 1 correct for" in capsys.readouterr().out
+
+
+def test_demo_indexes_its_test_gallery_and_draws_rankings(tiny_synth, tiny_checkpoint, tmp_path, capsys):
+    from cpcl.cli import _demo_search_assets
+    from tests.conftest import tiny_config
+
+    config = tiny_config(tiny_synth, "data.format=synth")
+    _demo_search_assets(tiny_checkpoint, config, tmp_path / "index", tmp_path / "rankings", "cpu")
+    _demo_search_assets(tiny_checkpoint, config, tmp_path / "index", tmp_path / "rankings", "cpu")  # rerun
+    assert (tmp_path / "rankings" / "sheet.png").is_file()
+    assert main(["search", str(tmp_path / "index"), "a man in a red jacket", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"][0]["hits"]) == 10

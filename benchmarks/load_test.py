@@ -1,0 +1,144 @@
+"""Load test of `cpcl serve`: N search requests at a fixed concurrency over loopback HTTP.
+
+Starts `cpcl serve INDEX` in its own process (as a user would), waits for it, then sends the requests from
+a pool of client threads, each with its own keep-alive connection. Queries are real captions of the
+SynthPedes test split (k = 10), cycled. Reports the error count (any non-200 or failed connection), latency
+percentiles as seen by the client, and throughput.
+
+    python benchmarks/load_test.py --index runs/demo/index --requests 1000 --concurrency 16
+
+writes benchmarks/results/load_test.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _captions(annotations: Path, limit: int = 500) -> list[str]:
+    records = json.loads(annotations.read_text())
+    return [c for r in records if r.get("split") == "test" for c in r["captions"]][:limit]
+
+
+def _wait(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"cpcl serve exited:\n{proc.stdout.read()}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("cpcl serve did not come up")
+
+
+def run_load(port: int, queries: list[str], requests: int, concurrency: int, k: int) -> dict:
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    counter = iter(range(requests))
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            path = f"/api/search?q={urllib.parse.quote(queries[i % len(queries)])}&k={k}"
+            t0 = time.perf_counter()
+            try:
+                conn.request("GET", path)
+                response = conn.getresponse()
+                body = response.read()
+                ok = response.status == 200 and len(json.loads(body)["hits"]) == k
+                problem = None if ok else f"HTTP {response.status}: {body[:200]!r}"
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            elapsed = time.perf_counter() - t0
+            with lock:
+                latencies.append(elapsed)
+                if problem:
+                    errors.append(problem)
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    ms = np.asarray(latencies) * 1e3
+    return {"requests": requests, "concurrency": concurrency, "k": k, "errors": len(errors),
+            "first_errors": errors[:5], "wall_s": wall, "requests_per_s": requests / wall,
+            **{f"p{p}_ms": float(np.percentile(ms, p)) for p in (50, 90, 99)}, "max_ms": float(ms.max())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--index", default="runs/demo/index")
+    parser.add_argument("--annotations", default="data/synthpedes-demo/reid_raw.json",
+                        help="CUHK-PEDES-format file whose test captions are the queries")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("-k", type=int, default=10)
+    args = parser.parse_args()
+
+    queries = _captions(Path(args.annotations))
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "cpcl", "serve", args.index, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait(port, proc)
+        run_load(port, queries, 20, 4, args.k)  # warm-up
+        result = run_load(port, queries, args.requests, args.concurrency, args.k)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    index_info = json.loads((Path(args.index) / "index.json").read_text())
+    result.update({"index": args.index, "gallery": index_info["count"], "kind": index_info["kind"],
+                   "arch": index_info["model"]["arch"], "cpus": os.cpu_count()})
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "load_test.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = (f"# Load test of `cpcl serve`\n\n`python benchmarks/load_test.py --index {args.index} --requests "
+            f"{args.requests} --concurrency {args.concurrency}`: {result['gallery']} images ({result['kind']}, "
+            f"{result['arch']}), k = {args.k}, client and server on the same {os.cpu_count()}-core machine.\n\n"
+            "| requests | concurrency | errors | p50 | p90 | p99 | max | throughput |\n"
+            "|---|---|---|---|---|---|---|---|\n"
+            f"| {args.requests} | {args.concurrency} | {result['errors']} | {result['p50_ms']:.1f} ms "
+            f"| {result['p90_ms']:.1f} ms | {result['p99_ms']:.1f} ms | {result['max_ms']:.1f} ms "
+            f"| {result['requests_per_s']:.1f} req/s |\n")
+    (RESULTS / "load_test.md").write_text(text)
+    print(text)
+    if result["errors"]:
+        print("first errors:", *result["first_errors"], sep="\n  ")
+
+
+if __name__ == "__main__":
+    main()
