@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ PACKAGED_CONFIGS = Path(__file__).parent / "configs"
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("cpcl").setLevel(logging.DEBUG if verbose else logging.INFO)
+    quiet_rank = int(os.environ.get("RANK", "0")) != 0  # under torchrun, rank 0 alone reports progress
+    logging.getLogger("cpcl").setLevel(logging.WARNING if quiet_rank else logging.DEBUG if verbose else logging.INFO)
     # open_clip logs every model creation at INFO on the root logger
     logging.getLogger().setLevel(logging.WARNING)
 
@@ -99,17 +101,53 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cpcl.config import load_config
+    from cpcl.config import config_from_dict, load_config
+    from cpcl.engine.distributed import launched_distributed, shutdown_distributed
     from cpcl.engine.trainer import results_table, train
 
-    config = load_config(resolve_config_path(args.config), args.set or [])
+    if args.nproc > 1 and not launched_distributed():
+        return _relaunch_with_torchrun(args.nproc)
+    if args.resume:
+        if args.config or args.set or args.out:
+            raise SystemExit("error: --resume RUN_DIR continues that run with its own config; "
+                             "drop --config/--set/--out")
+        from cpcl.model.checkpoint import read_checkpoint
+
+        out = Path(args.resume)
+        config = config_from_dict(read_checkpoint(out / "last.pt")["config"]) if (out / "last.pt").is_file() else None
+        if config is None:
+            raise SystemExit(f"error: cannot resume {out}: no last.pt (no epoch of this run has completed)")
+    else:
+        if not args.config or not args.out:
+            raise SystemExit("error: cpcl train needs --config and --out (or --resume RUN_DIR)")
+        config, out = load_config(resolve_config_path(args.config), args.set or []), Path(args.out)
     device = _pick_device(args.device)
     t0 = time.perf_counter()
-    result = train(config, args.out, device=device, progress=not args.no_progress,
-                   allow_identity_labels=args.supervised_upper_bound)
-    print(results_table(result.test, title=f"test metrics ({args.out}, best epoch {result.best_epoch}, "
-                                             f"{time.perf_counter() - t0:.0f}s)"))
+    try:
+        result = train(config, out, device=device, progress=not args.no_progress,
+                       allow_identity_labels=args.supervised_upper_bound, resume=bool(args.resume))
+    finally:
+        shutdown_distributed()
+    if result.test:  # rank 0 (the only one when not distributed)
+        print(results_table(result.test, title=f"test metrics ({out}, best epoch {result.best_epoch}, "
+                                               f"{time.perf_counter() - t0:.0f}s)"))
     return 0
+
+
+def _relaunch_with_torchrun(nproc: int) -> int:
+    """``cpcl train --nproc N ...`` = ``torchrun --nproc_per_node N -m cpcl train ...`` on this machine."""
+    import subprocess
+
+    argv = sys.argv[1:]
+    i = argv.index("--nproc") if "--nproc" in argv else None
+    if i is not None:
+        del argv[i:i + 2]
+    else:
+        argv = [a for a in argv if not a.startswith("--nproc=")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "cpcl", *argv]
+    log.info("launching %s", " ".join(cmd))
+    return subprocess.call(cmd)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -197,12 +235,13 @@ def _demo_search_assets(checkpoint: Path, config, index_dir: Path, rankings: Pat
     from cpcl.retrieval.retriever import load_retriever
     from cpcl.retrieval.service import build_index
 
-    records = load_annotations(config.data.format, config.data.root).split("test")
+    data_format = "cuhk-pedes" if config.data.format == "synth" else config.data.format  # SynthPedes' own format
+    records = load_annotations(data_format, config.data.root).split("test")
     if index_dir.exists():  # a rerun of the demo replaces its index with one for the new model
         shutil.rmtree(index_dir)
     build_index(load_retriever(checkpoint, device), [r.image_path for r in records], index_dir,
                 root=config.data.root)
-    write_ranking_figures(checkpoint, config.data.format, config.data.root, rankings, queries=6, device=device)
+    write_ranking_figures(checkpoint, data_format, config.data.root, rankings, queries=6, device=device)
 
 
 def cmd_export_weights(args: argparse.Namespace) -> int:
@@ -323,6 +362,31 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}/query_*.png and {summary['sheet']}")
     return 0
 
+ONNX_TOLERANCE = 1e-4
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(f"error: ONNX export needs the onnx extra ({exc.name} is missing): "
+                         "pip install 'cpcl[onnx]'") from None
+    from cpcl.model.export import export_onnx
+
+    report = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    out = Path(args.out)
+    for name, file in report["files"].items():
+        print(f"{name}: {out / file} ({(out / file).stat().st_size / 2**20:.1f} MB)")
+    parity = report["max_abs_diff_vs_pytorch"]
+    worst = max(parity["image_encoder"], parity["text_encoder"])
+    verdict = "OK" if worst < ONNX_TOLERANCE else "FAILED"
+    print(f"parity with PyTorch (onnxruntime, max |difference| of unit embeddings): image "
+          f"{parity['image_encoder']:.2e}, text {parity['text_encoder']:.2e} (tolerance {ONNX_TOLERANCE:g}): {verdict}")
+    print(f"preprocessing and inputs: {out / 'export.json'}")
+    return 0 if verdict == "OK" else 1
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
     for path in sorted(PACKAGED_CONFIGS.glob("*.yaml")):
         first = next((line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
@@ -368,8 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--skip-images", action="store_true", help="do not decode every image")
     c.set_defaults(func=cmd_data_check)
 
-    def add_run_args(p: argparse.ArgumentParser, config_default: str | None) -> None:
-        p.add_argument("--config", required=config_default is None, default=config_default,
+    def add_run_args(p: argparse.ArgumentParser, config_default: str | None, config_required: bool = True) -> None:
+        p.add_argument("--config", required=config_required and config_default is None, default=config_default,
                        help="YAML file or packaged config name (`cpcl configs`)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
         p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -380,11 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, default=2, help="image decoding processes")
         p.add_argument("--device", default="auto")
 
-    p = sub.add_parser("train", help="train a model from a config")
-    add_run_args(p, None)
+    p = sub.add_parser("train", help="train a model from a config (torchrun-ready)")
+    add_run_args(p, None, config_required=False)
     p.add_argument("--supervised-upper-bound", action="store_true",
                    help="confirm a train.supervised=true run: identity labels replace the clusters")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete epoch")
+    p.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP via torchrun)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
@@ -471,6 +537,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_visualize)
+
+    p = sub.add_parser("export", help="export a checkpoint for other runtimes")
+    esub = p.add_subparsers(dest="export_command", required=True)
+    c = esub.add_parser("onnx", help="both encoders as ONNX, checked against PyTorch with onnxruntime")
+    c.add_argument("--checkpoint", required=True)
+    c.add_argument("--out", required=True, help="directory for image_encoder.onnx, text_encoder.onnx, export.json")
+    c.add_argument("--opset", type=int, default=18)
+    c.set_defaults(func=cmd_export_onnx)
 
     sub.add_parser("configs", help="list packaged configs").set_defaults(func=cmd_configs)
     sub.add_parser("archs", help="list model architectures").set_defaults(func=cmd_archs)

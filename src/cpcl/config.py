@@ -120,6 +120,12 @@ class TrainConfig:
     eval_every: int = 1
     max_steps_per_epoch: int | None = None  # for smoke tests
     sampler_instances: int = 0  # 0: random pairs; K > 0: P x K batches of pairs sharing a pseudo label
+    # autocast precision of forward and backward; weights, optimiser and losses stay fp32 (fp16 adds loss scaling)
+    precision: typing.Literal["fp32", "bf16", "fp16"] = "fp32"
+    # run each batch as this many micro-batches with gradient caching: less memory, same result
+    accumulate: int = 1
+    # distributed: the instance loss of each rank uses the features of all ranks as negatives
+    gather_negatives: bool = True
     # the supervised upper bound: true identities replace the clusters. Also needs
     # `cpcl train --supervised-upper-bound`, so that no weakly supervised run can turn it on by accident.
     supervised: bool = False
@@ -157,6 +163,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Convert a YAML/CLI value to ``annotation``; raise ConfigError naming ``key`` on mismatch."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(str, args))}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

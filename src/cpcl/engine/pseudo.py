@@ -12,11 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from cpcl.clustering.outliers import MiningResult, mine_outliers
 from cpcl.clustering.pseudo_labels import cluster_features, pseudo_label_quality, relabel, summarise
 from cpcl.config import Config
 from cpcl.data.datasets import ImageSet, TrainPairs
+from cpcl.engine.distributed import SINGLE, DistInfo, broadcast_object, gather_in_order
 from cpcl.engine.steps import Memories
 from cpcl.model.encode import encode_images, encode_texts
 from cpcl.model.retrieval_model import RetrievalModel
@@ -41,22 +43,64 @@ def _fuse(image_features: torch.Tensor, text_features: torch.Tensor, owner: torc
     return fused_img, fused_txt
 
 
+class _Shard(Dataset):
+    """Items ``indices`` of an ``(image, index)`` dataset, yielded as ``(image, position in the shard)``."""
+
+    def __init__(self, dataset: ImageSet, indices: torch.Tensor):
+        self.dataset, self.indices = dataset, indices.tolist()
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int):
+        return self.dataset[self.indices[position]][0], position
+
+
+def extract_features(model: RetrievalModel, train_set: TrainPairs, image_set: ImageSet, device: torch.device,
+                     batch_size: int, dist: DistInfo = SINGLE, progress: bool = False):
+    """Features of every training image and caption in dataset order, ``(N_img, D)`` and ``(N_cap, D)``.
+
+    Each rank encodes every ``world_size``-th item; the shards are gathered so that every rank holds all.
+    """
+    img_idx = torch.arange(dist.rank, len(image_set), dist.world_size)
+    txt_idx = torch.arange(dist.rank, len(train_set.tokens), dist.world_size)
+    f_img = encode_images(model, _Shard(image_set, img_idx), device, batch_size, progress=progress,
+                          desc="extract images")
+    f_txt = encode_texts(model, train_set.tokens[txt_idx], device, batch_size, progress=progress,
+                         desc="extract captions")
+    return gather_in_order(f_img, img_idx, len(image_set), dist), gather_in_order(f_txt, txt_idx,
+                                                                                 len(train_set.tokens), dist)
+
+
 def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: ImageSet, memories: Memories,
                        config: Config, device: torch.device, supervised_ids: np.ndarray | None = None,
-                       report_ids: np.ndarray | None = None, progress: bool = False) -> EpochLabels:
+                       report_ids: np.ndarray | None = None, progress: bool = False,
+                       dist: DistInfo = SINGLE) -> EpochLabels:
     """Pseudo labels for the coming epoch and the memories rebuilt from them.
 
     ``supervised_ids`` (N_img,) replaces clustering by the true identities — the supervised upper bound
     only. ``report_ids`` (N_img,) are used for the quality diagnostics and nothing else. A degenerate
-    clustering (no cluster, one giant cluster) comes back with ``usable=False`` and a warning.
+    clustering (no cluster, one giant cluster) comes back with ``usable=False`` and a warning. Under
+    distributed training the extraction is sharded, rank 0 clusters, and every rank gets its labels.
     """
-    stats: dict[str, Any] = {}
     t0 = time.perf_counter()
-    bs = config.train.eval_batch_size
-    f_img = encode_images(model, image_set, device, bs, progress=progress, desc="extract images")
-    f_txt = encode_texts(model, train_set.tokens, device, bs, progress=progress, desc="extract captions")
-    stats["time_extract"] = time.perf_counter() - t0
-    owner = train_set.caption_to_image
+    f_img, f_txt = extract_features(model, train_set, image_set, device, config.train.eval_batch_size, dist,
+                                    progress)
+    time_extract = time.perf_counter() - t0
+    labels = None
+    if dist.is_main:
+        labels = _cluster(f_img, f_txt, train_set.caption_to_image, config, supervised_ids, report_ids)
+        labels.stats["time_extract"] = time_extract
+    labels = broadcast_object(labels, dist)
+    if labels.usable:
+        memories.image.reset(f_img.to(device), labels.image.to(device))
+        memories.text.reset(f_txt.to(device), labels.text.to(device))
+    return labels
+
+
+def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, config: Config,
+             supervised_ids: np.ndarray | None, report_ids: np.ndarray | None) -> EpochLabels:
+    stats: dict[str, Any] = {}
     t1 = time.perf_counter()
     if supervised_ids is not None:
         y_img = relabel(supervised_ids)
@@ -88,11 +132,7 @@ def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: 
             log.warning("%s clustering is degenerate (%s): this epoch trains the instance loss only", name, reason)
             stats["degenerate"] = f"{name}: {reason}"
             return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False)
-    y_img_t = torch.as_tensor(y_img, dtype=torch.long)
-    y_txt_t = torch.as_tensor(y_txt, dtype=torch.long)
-    memories.image.reset(f_img.to(device), y_img_t.to(device))
-    memories.text.reset(f_txt.to(device), y_txt_t.to(device))
-    return EpochLabels(y_img_t, y_txt_t, stats)
+    return EpochLabels(torch.as_tensor(y_img, dtype=torch.long), torch.as_tensor(y_txt, dtype=torch.long), stats)
 
 
 def _recovery_purity(mined: MiningResult, ids: np.ndarray, owner: np.ndarray) -> dict[str, float]:

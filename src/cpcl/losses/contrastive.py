@@ -1,4 +1,10 @@
-"""Instance-level image-text contrastive loss (ITC)."""
+"""Instance-level image-text contrastive losses (ITC, SDM).
+
+Both compare a batch's features (the rows) with a set of keys (the columns): by default the batch itself;
+under distributed training the batches of all ranks, so that every rank sees the negatives of the global
+batch. ``positives`` (B, M) says which row pair and which column pair belong together; the relation is
+symmetric (same image, or same pseudo label), so one mask serves both directions.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,25 @@ import torch.nn.functional as F
 
 
 def itc_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperature: float,
-             image_index: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch of pairs.
+             image_index: torch.Tensor | None = None, *, image_keys: torch.Tensor | None = None,
+             text_keys: torch.Tensor | None = None, positives: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE.
 
     ``image_features`` and ``text_features`` are ``(B, D)`` unit vectors, row ``i`` of each forming pair
     ``i``; logits are cosine similarities divided by ``temperature``. When ``image_index`` (B,) is given,
     pairs that share an image (two captions of one picture) are all positives of each other, with equal
-    weight; this is the pairing signal itself, not an identity label.
+    weight; this is the pairing signal itself, not an identity label. ``image_keys``/``text_keys`` (M, D)
+    and ``positives`` (B, M) replace the batch as columns (see the module docstring).
     """
-    logits = image_features @ text_features.t() / temperature
-    if image_index is None:
-        targets = torch.arange(logits.shape[0], device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
-    positives = pair_positives(image_index).float()
-    targets = positives / positives.sum(dim=1, keepdim=True)
-    return 0.5 * (_soft_ce(logits, targets) + _soft_ce(logits.t(), targets))
+    image_keys = image_features if image_keys is None else image_keys
+    text_keys = text_features if text_keys is None else text_keys
+    if positives is None:
+        positives = (pair_positives(image_index) if image_index is not None
+                     else torch.eye(len(image_features), dtype=torch.bool, device=image_features.device))
+    targets = positives.float() / positives.sum(dim=1, keepdim=True)
+    i2t = image_features @ text_keys.t() / temperature
+    t2i = text_features @ image_keys.t() / temperature
+    return 0.5 * (_soft_ce(i2t, targets) + _soft_ce(t2i, targets))
 
 
 def _soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -29,27 +39,33 @@ def _soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def sdm_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperature: float,
-             positives: torch.Tensor, epsilon: float = 1e-8) -> torch.Tensor:
-    """Similarity-distribution matching (many-to-many): KL from the softmax over the batch to the
-    uniform distribution over ``positives`` (B, B bool, row = image i, column = caption j), both ways."""
-    logits = image_features @ text_features.t() / temperature
-    pos = positives.float()
-    i2t_target = pos / pos.sum(dim=1, keepdim=True)
-    t2i_target = pos.t() / pos.t().sum(dim=1, keepdim=True)
+             positives: torch.Tensor, epsilon: float = 1e-8, *, image_keys: torch.Tensor | None = None,
+             text_keys: torch.Tensor | None = None) -> torch.Tensor:
+    """Similarity-distribution matching (many-to-many): KL from the softmax over the keys to the uniform
+    distribution over ``positives`` (B, M bool, symmetric relation of row pair and column pair), both ways."""
+    image_keys = image_features if image_keys is None else image_keys
+    text_keys = text_features if text_keys is None else text_keys
+    target = positives.float() / positives.sum(dim=1, keepdim=True)
+    log_target = torch.log(target + epsilon)
     loss = 0.0
-    for lg, target in ((logits, i2t_target), (logits.t(), t2i_target)):
-        pred = F.softmax(lg, dim=1)
-        loss = loss + (pred * (F.log_softmax(lg, dim=1) - torch.log(target + epsilon))).sum(dim=1).mean()
+    for logits in (image_features @ text_keys.t() / temperature, text_features @ image_keys.t() / temperature):
+        pred = F.softmax(logits, dim=1)
+        loss = loss + (pred * (F.log_softmax(logits, dim=1) - log_target)).sum(dim=1).mean()
     return loss
 
 
+Columns = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+
 def pair_positives(image_index: torch.Tensor, image_labels: torch.Tensor | None = None,
-                   text_labels: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, B) bool: pair i's image and pair j's caption belong together — same image, or (when pseudo
+                   text_labels: torch.Tensor | None = None, columns: Columns | None = None) -> torch.Tensor:
+    """(B, M) bool: pair i's image and pair j's caption belong together — same image, or (when pseudo
     labels are given) the same image pseudo label or the same caption pseudo label (outliers, -1, only
-    match their own image)."""
-    pos = image_index[:, None] == image_index[None, :]
-    for labels in (image_labels, text_labels):
-        if labels is not None:
-            pos = pos | ((labels[:, None] == labels[None, :]) & (labels[:, None] >= 0))
+    match their own image). ``columns`` = ``(image_index, image_labels, text_labels)`` of the M column
+    pairs (default: the rows themselves, M = B)."""
+    col_index, col_image, col_text = columns if columns is not None else (image_index, image_labels, text_labels)
+    pos = image_index[:, None] == col_index[None, :]
+    for rows, cols in ((image_labels, col_image), (text_labels, col_text)):
+        if rows is not None:
+            pos = pos | ((rows[:, None] == cols[None, :]) & (rows[:, None] >= 0))
     return pos

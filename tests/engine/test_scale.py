@@ -1,0 +1,192 @@
+"""Distributed training, mixed precision, gradient caching and exact resume, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from cpcl.config import ConfigError
+from cpcl.data import io as io_module
+from cpcl.engine import trainer as trainer_module
+from cpcl.engine.distributed import SINGLE, DistInfo, ShardedBatchSampler, gather_in_order
+from cpcl.engine.steps import BatchLabels, Memories, compute_losses, forward_backward
+from cpcl.engine.trainer import train
+from cpcl.memory.prototypes import PrototypeMemory
+from cpcl.model.checkpoint import build_model, read_checkpoint
+from tests.conftest import tiny_config
+from tests.engine.test_cpcl import CPCL
+
+NO_AUGMENT = ("augment.hflip=false", "augment.pad=0", "augment.random_erasing=0")
+
+
+def _rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _max_weight_difference(a: dict, b: dict) -> float:
+    """Largest difference of two state dicts, leaving out the attention key biases: their true gradient is
+    exactly zero (softmax ignores a shift shared by all keys), so float noise is all they get, and Adam
+    scales any noise up to a learning-rate-sized step."""
+    diffs = []
+    for name, x in a.items():
+        y = b[name]
+        if name.endswith("attn.in_proj_bias"):
+            third = len(x) // 3
+            x, y = torch.cat([x[:third], x[2 * third:]]), torch.cat([y[:third], y[2 * third:]])
+        diffs.append(float((x - y).abs().max()))
+    return max(diffs)
+
+
+def test_sharded_batches_partition_the_global_batches():
+    order = list(range(40))
+    single = list(ShardedBatchSampler(order, 8, SINGLE))
+    ranks = [list(ShardedBatchSampler(order, 8, DistInfo(r, 2))) for r in range(2)]
+    assert single == [order[i:i + 8] for i in range(0, 40, 8)]
+    assert [a + b for a, b in zip(*ranks, strict=True)] == single
+    assert len(list(ShardedBatchSampler(order, 8, SINGLE, max_batches=2))) == 2
+    with pytest.raises(ValueError, match="multiple of the 3 processes"):
+        ShardedBatchSampler(order, 8, DistInfo(0, 3))
+    rows = torch.randn(5, 3)
+    assert torch.equal(gather_in_order(rows[[4, 0, 2]], torch.tensor([4, 0, 2]), 5, SINGLE)[[0, 2, 4]],
+                       rows[[0, 2, 4]])
+
+
+def _batch(seed=0, n=8):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, 64, 32, generator=g)
+    tokens = torch.randint(1, 400, (n, 12), generator=g)
+    tokens[:, 0] = 49406
+    tokens[torch.arange(n), torch.randint(3, 12, (n,), generator=g)] = 49407
+    tokens = tokens * (torch.arange(12)[None] <= tokens.argmax(dim=1, keepdim=True))
+    return images, tokens
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("with_labels", [False, True])
+def test_gradient_caching_equals_the_full_batch(tiny_synth, with_labels):
+    config = tiny_config(tiny_synth, *CPCL)
+    torch.manual_seed(0)
+    model = build_model(config, pretrained=False)
+    images, tokens = _batch()
+    image_index = torch.tensor([0, 0, 1, 2, 3, 3, 4, 5])
+    labels = memories = None
+    if with_labels:
+        labels = BatchLabels(torch.tensor([0, 0, 1, -1, 2, 2, 1, 0]), torch.tensor([0, 1, 1, -1, 2, -1, 1, 0]))
+        memories = Memories(PrototypeMemory(model.embed_dim), PrototypeMemory(model.embed_dim))
+        feats = torch.nn.functional.normalize(torch.randn(3, model.embed_dim), dim=1)
+        memories.image.reset(feats, torch.arange(3))
+        memories.text.reset(feats.flip(0), torch.arange(3))
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    results = {}
+    for chunks in (1, 4):
+        model.zero_grad()
+        terms, v, _ = forward_backward(model, images, tokens,
+                                       lambda v, t: compute_losses(v, t, image_index, labels, memories, config),
+                                       chunks, "fp32", scaler)
+        results[chunks] = (float(terms["loss"].detach()), _grads(model), v)
+    assert results[1][0] == pytest.approx(results[4][0], abs=1e-5)
+    torch.testing.assert_close(results[1][2], results[4][2], atol=1e-5, rtol=0)
+    for name, grad in results[1][1].items():  # same up to float summation order: 1e-5 of the largest entry
+        assert float((results[4][1][name] - grad).abs().max()) <= 1e-5 * max(1.0, float(grad.abs().max())), name
+
+
+def test_accumulate_does_not_change_training(tiny_synth, tmp_path):
+    a = train(tiny_config(tiny_synth, *CPCL, *NO_AUGMENT), tmp_path / "a", progress=False)
+    b = train(tiny_config(tiny_synth, *CPCL, *NO_AUGMENT, "train.accumulate=4"), tmp_path / "b", progress=False)
+    wa = read_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    wb = read_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    assert _max_weight_difference(wa, wb) < 1e-5
+    losses = [[r["loss"] for r in _rows(tmp_path / run)[1:]] for run in ("a", "b")]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert a.test["last"] == b.test["last"]
+    with pytest.raises(ValueError, match="train.accumulate=3"):
+        train(tiny_config(tiny_synth, "train.accumulate=3"), tmp_path / "c", progress=False)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains(tiny_synth, tmp_path, precision):
+    train(tiny_config(tiny_synth, *CPCL, f"train.precision={precision}", "train.epochs=1"), tmp_path / precision,
+          progress=False)
+    row = _rows(tmp_path / precision)[1]
+    assert torch.isfinite(torch.tensor(row["loss"]))
+    ckpt = read_checkpoint(tmp_path / precision / "last.pt")
+    assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())  # weights fp32
+    assert ckpt["scaler"]["scale"] if precision == "fp16" else True
+
+
+def test_unknown_precision_is_refused(tiny_synth):
+    with pytest.raises(ConfigError, match="train.precision: expected one of fp32, bf16, fp16"):
+        tiny_config(tiny_synth, "train.precision=fp8")
+
+
+def test_resume_after_a_kill_during_a_checkpoint_write_is_exact(tiny_synth, tmp_path, monkeypatch):
+    """Stopped while writing epoch 2's last.pt, resumed: the same model, bit for bit, as a run never stopped."""
+    config = tiny_config(tiny_synth, *CPCL, "train.epochs=3")
+    full = train(config, tmp_path / "full", progress=False)
+
+    real_write = trainer_module.save_checkpoint
+    writes = {"last": 0}
+
+    def die(*args):
+        raise KeyboardInterrupt
+
+    def dying_write(path, *args, **kwargs):
+        if path.name == "last.pt":
+            writes["last"] += 1
+            if writes["last"] == 2:  # the process dies after writing the bytes, before the rename
+                monkeypatch.setattr(io_module.os, "replace", die)
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "stopped", progress=False)
+    monkeypatch.undo()
+    assert read_checkpoint(tmp_path / "stopped" / "last.pt")["epoch"] == 1
+    resumed = train(config, tmp_path / "stopped", progress=False, resume=True)
+
+    a = read_checkpoint(tmp_path / "full" / "last.pt")
+    b = read_checkpoint(tmp_path / "stopped" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["run"]["memory_image"], b["run"]["memory_image"])
+    assert resumed.test == full.test and resumed.best_epoch == full.best_epoch
+    strip = [{k: v for k, v in r.items() if k not in ("time", "pairs_per_s")} for r in _rows(tmp_path / "full")]
+    assert [{k: v for k, v in r.items() if k not in ("time", "pairs_per_s")}
+            for r in _rows(tmp_path / "stopped")] == strip
+
+
+def test_resume_needs_a_completed_epoch(tiny_synth, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no last.pt"):
+        train(tiny_config(tiny_synth), tmp_path / "nothing", progress=False, resume=True)
+
+
+def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path):
+    """torchrun, 2 processes on the CPU (gloo), 2 CPCL epochs: the same clusters, losses, val metrics and
+    weights (1e-5, see _max_weight_difference) as one process with the same global batch; augmentation is
+    off because its random draws differ per process."""
+    values = tiny_config(tiny_synth, *CPCL, *NO_AUGMENT).to_dict()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(values))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, launch in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
+        cmd = [sys.executable, *launch, "-m", "cpcl", "train", "--config", str(cfg), "--out", str(tmp_path / name),
+               "--device", "cpu", "--no-progress"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    one = read_checkpoint(tmp_path / "one" / "last.pt")
+    two = read_checkpoint(tmp_path / "two" / "last.pt")
+    diff = _max_weight_difference(one["model"], two["model"])
+    assert diff < 1e-5, diff
+    rows_one, rows_two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    clusters = [[r["pseudo"]["image_clusters"] for r in rows[1:]] for rows in (rows_one, rows_two)]
+    assert clusters[0] == clusters[1]
+    assert [r["loss"] for r in rows_one[1:]] == pytest.approx([r["loss"] for r in rows_two[1:]], rel=1e-5)
+    assert [r["val"] for r in rows_one[1:]] == [r["val"] for r in rows_two[1:]]
