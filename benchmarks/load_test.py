@@ -5,7 +5,7 @@ a pool of client threads, each with its own keep-alive connection. Queries are r
 SynthPedes test split (k = 10), cycled. Reports the error count (any non-200 or failed connection), latency
 percentiles as seen by the client, and throughput.
 
-    python benchmarks/load_test.py --index runs/demo/index --requests 1000 --concurrency 16
+    python benchmarks/load_test.py --index runs/demo/index --requests 1000 --concurrency 1 16
 
 writes benchmarks/results/load_test.{json,md}.
 """
@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--annotations", default="data/synthpedes-demo/reid_raw.json",
                         help="CUHK-PEDES-format file whose test captions are the queries")
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
     parser.add_argument("-k", type=int, default=10)
     args = parser.parse_args()
 
@@ -117,27 +117,29 @@ def main() -> None:
     try:
         _wait(port, proc)
         run_load(port, queries, 20, 4, args.k)  # warm-up
-        result = run_load(port, queries, args.requests, args.concurrency, args.k)
+        results = [run_load(port, queries, args.requests, c, args.k) for c in args.concurrency]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     index_info = json.loads((Path(args.index) / "index.json").read_text())
-    result.update({"index": args.index, "gallery": index_info["count"], "kind": index_info["kind"],
-                   "arch": index_info["model"]["arch"], "cpus": os.cpu_count()})
+    info = {"index": args.index, "gallery": index_info["count"], "kind": index_info["kind"],
+            "arch": index_info["model"]["arch"], "cpus": os.cpu_count()}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "load_test.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = (f"# Load test of `cpcl serve`\n\n`python benchmarks/load_test.py --index {args.index} --requests "
-            f"{args.requests} --concurrency {args.concurrency}`: {result['gallery']} images ({result['kind']}, "
-            f"{result['arch']}), k = {args.k}, client and server on the same {os.cpu_count()}-core machine.\n\n"
+    (RESULTS / "load_test.json").write_text(json.dumps({**info, "runs": results}, indent=2) + "\n")
+    text = (f"# Load test of `cpcl serve`\n\n`python benchmarks/load_test.py {' '.join(sys.argv[1:])}`: "
+            f"{info['gallery']} images ({info['kind']}, {info['arch']}), k = {args.k}, client and server on the "
+            f"same {os.cpu_count()}-core machine.\n\n"
             "| requests | concurrency | errors | p50 | p90 | p99 | max | throughput |\n"
-            "|---|---|---|---|---|---|---|---|\n"
-            f"| {args.requests} | {args.concurrency} | {result['errors']} | {result['p50_ms']:.1f} ms "
-            f"| {result['p90_ms']:.1f} ms | {result['p99_ms']:.1f} ms | {result['max_ms']:.1f} ms "
-            f"| {result['requests_per_s']:.1f} req/s |\n")
+            "|---|---|---|---|---|---|---|---|\n")
+    for r in results:
+        text += (f"| {r['requests']} | {r['concurrency']} | {r['errors']} | {r['p50_ms']:.1f} ms "
+                 f"| {r['p90_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['max_ms']:.1f} ms "
+                 f"| {r['requests_per_s']:.1f} req/s |\n")
     (RESULTS / "load_test.md").write_text(text)
     print(text)
-    if result["errors"]:
-        print("first errors:", *result["first_errors"], sep="\n  ")
+    for r in results:
+        if r["errors"]:
+            print(f"concurrency {r['concurrency']}, first errors:", *r["first_errors"], sep="\n  ")
 
 
 if __name__ == "__main__":

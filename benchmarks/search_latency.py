@@ -273,8 +273,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "search_latency.json").write_text(json.dumps(results, indent=2) + "\n")
     text = (f"# Search latency and index build\n\n{os.cpu_count()} CPU cores, "
-            f"{args.queries} queries one at a time, `python benchmarks/search_latency.py "
-            f"--sizes {' '.join(map(str, args.sizes))}`. Encode = the text tower on one caption (ViT-B/16, "
+            f"{args.queries} queries one at a time, `python benchmarks/search_latency.py {' '.join(sys.argv[1:])}`. "
+            "Encode = the text tower on one caption (ViT-B/16, "
             "512-d, random weights; or the demo's small model, 256-d); search = top-10 in a gallery of "
             "that dimension. Target: 1M gallery p50 <= 50 ms.\n\n" + _table(results) + "\n")
     (RESULTS / "search_latency.md").write_text(text)

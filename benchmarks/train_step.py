@@ -6,8 +6,8 @@ memory update, on random-weight ViT-B/16 (the compute of a pretrained one) with 
 caption-length token rows. Reports images/s over the timed steps and peak memory (CUDA: allocator peak;
 CPU: the process's peak resident size, which includes the interpreter and libraries).
 
-    python benchmarks/train_step.py --device cuda --precisions fp32 bf16 fp16 --steps 20
-    python benchmarks/train_step.py --device cpu --precisions fp32 bf16 --steps 2 --warmup 1
+    python benchmarks/train_step.py --device cuda --precisions fp32 bf16 fp16 --accumulate 1 4 --steps 20
+    python benchmarks/train_step.py --device cpu --precisions fp32 --accumulate 1 4 --steps 1 --warmup 1
 
 appends to benchmarks/results/train_step.json and rewrites train_step.md.
 """
@@ -18,6 +18,8 @@ import argparse
 import json
 import platform
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -94,14 +96,25 @@ def main() -> None:
     parser.add_argument("--accumulate", type=int, nargs="+", default=[1])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.child:
+        print(json.dumps(run(device, args.precisions[0], args.batch, args.steps, args.warmup, args.accumulate[0])))
+        return
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "train_step.json"
     rows = json.loads(path.read_text()) if path.is_file() else []
     for precision in args.precisions:
         for accumulate in args.accumulate:
-            row = run(device, precision, args.batch, args.steps, args.warmup, accumulate)
+            # each configuration in its own process: a process's peak resident size never goes down
+            proc = subprocess.run([sys.executable, __file__, "--child", "--device", args.device, "--precisions",
+                                   precision, "--accumulate", str(accumulate), "--batch", str(args.batch),
+                                   "--steps", str(args.steps), "--warmup", str(args.warmup)],
+                                  capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"{precision} x{accumulate} failed:\n{proc.stderr[-3000:]}")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
             print(json.dumps(row), flush=True)
             rows = [r for r in rows if (r["device"], r["precision"], r["batch"], r["accumulate"])
                     != (row["device"], row["precision"], row["batch"], row["accumulate"])] + [row]

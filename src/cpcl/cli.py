@@ -106,7 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cpcl.engine.trainer import results_table, train
 
     if args.nproc > 1 and not launched_distributed():
-        return _relaunch_with_torchrun(args.nproc)
+        return _relaunch_with_torchrun(args.nproc, args.argv)
     if args.resume:
         if args.config or args.set or args.out:
             raise SystemExit("error: --resume RUN_DIR continues that run with its own config; "
@@ -134,16 +134,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relaunch_with_torchrun(nproc: int) -> int:
+def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     """``cpcl train --nproc N ...`` = ``torchrun --nproc_per_node N -m cpcl train ...`` on this machine."""
     import subprocess
 
-    argv = sys.argv[1:]
-    i = argv.index("--nproc") if "--nproc" in argv else None
-    if i is not None:
+    argv = list(argv)
+    if "--nproc" in argv:
+        i = argv.index("--nproc")
         del argv[i:i + 2]
-    else:
-        argv = [a for a in argv if not a.startswith("--nproc=")]
+    argv = [a for a in argv if not a.startswith("--nproc=")]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "cpcl", *argv]
     log.info("launching %s", " ".join(cmd))
@@ -553,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)
     from cpcl.config import ConfigError
     from cpcl.data.records import DatasetError

@@ -169,16 +169,18 @@ def test_resume_needs_a_completed_epoch(tiny_synth, tmp_path):
 
 
 def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path):
-    """torchrun, 2 processes on the CPU (gloo), 2 CPCL epochs: the same clusters, losses, val metrics and
-    weights (1e-5, see _max_weight_difference) as one process with the same global batch; augmentation is
-    off because its random draws differ per process."""
+    """`cpcl train --nproc 2` (torchrun), 2 processes on the CPU (gloo), 2 CPCL epochs, each process's batch
+    in 2 micro-batches: the same clusters, losses, val metrics and weights (1e-5, see _max_weight_difference)
+    as one process with the same global batch; augmentation is off because its random draws differ per
+    process."""
     values = tiny_config(tiny_synth, *CPCL, *NO_AUGMENT).to_dict()
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(values))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for name, launch in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
-        cmd = [sys.executable, *launch, "-m", "cpcl", "train", "--config", str(cfg), "--out", str(tmp_path / name),
-               "--device", "cpu", "--no-progress"]
+    # --nproc 2 relaunches under torchrun; its micro-batches (accumulate 2) exercise DDP's no_sync as well
+    for name, nproc, accumulate in (("one", "1", "1"), ("two", "2", "2")):
+        cmd = [sys.executable, "-m", "cpcl", "train", "--nproc", nproc, "--config", str(cfg), "--out",
+               str(tmp_path / name), "--set", f"train.accumulate={accumulate}", "--device", "cpu", "--no-progress"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
     one = read_checkpoint(tmp_path / "one" / "last.pt")

@@ -23,15 +23,22 @@ def itc_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperat
     weight; this is the pairing signal itself, not an identity label. ``image_keys``/``text_keys`` (M, D)
     and ``positives`` (B, M) replace the batch as columns (see the module docstring).
     """
-    image_keys = image_features if image_keys is None else image_keys
-    text_keys = text_features if text_keys is None else text_keys
     if positives is None:
         positives = (pair_positives(image_index) if image_index is not None
                      else torch.eye(len(image_features), dtype=torch.bool, device=image_features.device))
     targets = positives.float() / positives.sum(dim=1, keepdim=True)
-    i2t = image_features @ text_keys.t() / temperature
-    t2i = text_features @ image_keys.t() / temperature
+    i2t, t2i = _logits(image_features, text_features, temperature, image_keys, text_keys)
     return 0.5 * (_soft_ce(i2t, targets) + _soft_ce(t2i, targets))
+
+
+def _logits(image_features, text_features, temperature, image_keys, text_keys):
+    """Image-to-text and text-to-image logits; without keys, one product and its transpose."""
+    if image_keys is None and text_keys is None:
+        i2t = image_features @ text_features.t() / temperature
+        return i2t, i2t.t()
+    image_keys = image_features if image_keys is None else image_keys
+    text_keys = text_features if text_keys is None else text_keys
+    return image_features @ text_keys.t() / temperature, text_features @ image_keys.t() / temperature
 
 
 def _soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -43,12 +50,10 @@ def sdm_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperat
              text_keys: torch.Tensor | None = None) -> torch.Tensor:
     """Similarity-distribution matching (many-to-many): KL from the softmax over the keys to the uniform
     distribution over ``positives`` (B, M bool, symmetric relation of row pair and column pair), both ways."""
-    image_keys = image_features if image_keys is None else image_keys
-    text_keys = text_features if text_keys is None else text_keys
     target = positives.float() / positives.sum(dim=1, keepdim=True)
     log_target = torch.log(target + epsilon)
     loss = 0.0
-    for logits in (image_features @ text_keys.t() / temperature, text_features @ image_keys.t() / temperature):
+    for logits in _logits(image_features, text_features, temperature, image_keys, text_keys):
         pred = F.softmax(logits, dim=1)
         loss = loss + (pred * (F.log_softmax(logits, dim=1) - log_target)).sum(dim=1).mean()
     return loss

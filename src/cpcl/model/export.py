@@ -8,6 +8,8 @@ PyTorch model depends on the data and cannot be traced); its output is the same 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -47,9 +49,10 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
     """torch.export-based ONNX export with a dynamic batch dimension, into one file (weights inside)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.onnx.export(module, (example,), str(tmp), input_names=[input_name], output_names=["features"],
-                      dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
-                      external_data=False, verbose=False)
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        torch.onnx.export(module, (example,), str(tmp), input_names=[input_name], output_names=["features"],
+                          dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=opset, dynamo=True,
+                          external_data=False, verbose=False)
     tmp.replace(path)
 
 

@@ -231,19 +231,25 @@ class GalleryIndex:
         if manifest.get("format") != INDEX_FORMAT or manifest.get("version") != INDEX_VERSION:
             raise GalleryIndexError(f"{manifest_path}: not a {INDEX_FORMAT} v{INDEX_VERSION} manifest")
         files = _generation_files(directory, manifest["generation"])
+        exact = manifest["kind"] == "exact"
         try:
-            embeddings = np.asfortranarray(np.load(files["embeddings"]))  # stored Fortran-ordered: no copy
+            # stored Fortran-ordered, so no copy; an IVF index searches its own codes, and the embeddings are
+            # only read (mapped, not loaded) when images are added
+            embeddings = np.asfortranarray(np.load(files["embeddings"], mmap_mode=None if exact else "r"))
             paths = files["paths"].read_text().split("\n")[:-1] if manifest["count"] else []
         except OSError as exc:
             raise GalleryIndexError(f"{directory}: index files missing or unreadable ({exc})") from None
         if len(paths) != manifest["count"] or embeddings.shape != (manifest["count"], manifest["dim"]):
-            raise GalleryIndexError(f"{directory}: {len(paths)} paths and {embeddings.shape} embeddings do not match "
-                             f"the manifest's {manifest['count']} x {manifest['dim']}")
+            raise GalleryIndexError(f"{directory}: {len(paths)} paths and {embeddings.shape} embeddings do not "
+                                    f"match the manifest's {manifest['count']} x {manifest['dim']}")
         faiss_index = None
-        if manifest["kind"] != "exact":
+        if not exact:
             import faiss
 
-            faiss_index = faiss.read_index(str(files["faiss"]))
+            try:
+                faiss_index = faiss.read_index(str(files["faiss"]))
+            except RuntimeError as exc:
+                raise GalleryIndexError(f"{files['faiss']}: missing or unreadable ({exc})") from None
             if faiss_index.ntotal != manifest["count"]:
                 raise GalleryIndexError(f"{files['faiss']}: holds {faiss_index.ntotal} vectors, "
                                         f"the manifest {manifest['count']}")
@@ -252,15 +258,16 @@ class GalleryIndex:
     def add(self, embeddings: np.ndarray, image_paths: Sequence[Path]) -> int:
         """Append images not yet indexed (by relative path) and save; returns how many were added."""
         embeddings = _check_embeddings(embeddings, len(image_paths), dim=self.manifest["dim"])
-        keep, paths = [], []
+        keep, paths, seen = [], [], set()
         for row, path in enumerate(image_paths):
             path = Path(path).resolve()
             if not path.is_relative_to(self.root):
                 raise GalleryIndexError(f"{path} is outside the index root {self.root}; build a new index for it")
             rel = path.relative_to(self.root).as_posix()
-            if rel not in self._item_of_path and rel not in paths:
+            if rel not in self._item_of_path and rel not in seen:
                 keep.append(row)
                 paths.append(rel)
+                seen.add(rel)
         if not paths:
             return 0
         new = embeddings[keep]
@@ -328,7 +335,7 @@ def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     """Exact top-k by inner product, in gallery chunks: ``(Q, k)`` scores and rows, best first.
 
     Runs in PyTorch's thread pool, the one the query encoder uses (numpy's OpenBLAS threads keep spinning
-    after a product and halve the speed of the next encode). Fastest when ``gallery`` is Fortran-ordered:
+    for a while after a product and slow down the next encode). Fastest when ``gallery`` is Fortran-ordered:
     its transpose is then a contiguous ``(D, N)`` matrix and a query scans it row by row.
     """
     g = torch.from_numpy(gallery.T)  # (D, N) view

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,12 +49,17 @@ def validate_query(query: str, k: int) -> str:
 
 
 class SearchService:
-    """A retriever and the index it built, checked to belong together."""
+    """A retriever and the index it built, checked to belong together.
+
+    Safe to call from many threads: queries run one at a time on the model and the index (each already
+    uses every core; concurrent ones only fight over them), while the rest of each request overlaps.
+    """
 
     def __init__(self, retriever: Retriever, index: GalleryIndex):
         index.check_model(retriever.fingerprint, retriever.checkpoint)
         self.retriever = retriever
         self.index = index
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, index_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> SearchService:
@@ -63,11 +69,12 @@ class SearchService:
 
     def search(self, query: str, k: int = 10, nprobe: int | None = None) -> SearchResult:
         query = validate_query(query, k)
-        t0 = time.perf_counter()
-        embedding = self.retriever.encode_text([query])
-        t1 = time.perf_counter()
-        scores, items = self.index.search(embedding, k, nprobe=nprobe)
-        t2 = time.perf_counter()
+        with self._lock:
+            t0 = time.perf_counter()
+            embedding = self.retriever.encode_text([query])
+            t1 = time.perf_counter()
+            scores, items = self.index.search(embedding, k, nprobe=nprobe)
+            t2 = time.perf_counter()
         return SearchResult(query, self.index.hits(scores[0], items[0]), (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
 
