@@ -452,11 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP via torchrun)")
     p.set_defaults(func=cmd_train)
 
+    def add_split_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--checkpoint", required=True)
+        p.add_argument("--format", required=True, choices=["cuhk-pedes", "icfg-pedes", "rstpreid", "jsonl"])
+        p.add_argument("--root", required=True)
+        p.add_argument("--split", default="test", choices=["val", "test"])
+
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", required=True, choices=["cuhk-pedes", "icfg-pedes", "rstpreid", "jsonl"])
-    p.add_argument("--root", required=True)
-    p.add_argument("--split", default="test", choices=["val", "test"])
+    add_split_args(p)
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
@@ -525,10 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("visualize", help="top-k ranking figures for queries of an evaluation split")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", required=True, choices=["cuhk-pedes", "icfg-pedes", "rstpreid", "jsonl"])
-    p.add_argument("--root", required=True)
-    p.add_argument("--split", default="test", choices=["val", "test"])
+    add_split_args(p)
     p.add_argument("--queries", type=int, default=8, help="how many captions to show")
     p.add_argument("--seed", type=int, default=0, help="which captions (drawn reproducibly)")
     p.add_argument("-k", type=int, default=10)
