@@ -114,9 +114,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from cpcl.model.checkpoint import read_checkpoint
 
         out = Path(args.resume)
-        config = config_from_dict(read_checkpoint(out / "last.pt")["config"]) if (out / "last.pt").is_file() else None
-        if config is None:
+        if not (out / "last.pt").is_file():
             raise SystemExit(f"error: cannot resume {out}: no last.pt (no epoch of this run has completed)")
+        config = config_from_dict(read_checkpoint(out / "last.pt")["config"])
     else:
         if not args.config or not args.out:
             raise SystemExit("error: cpcl train needs --config and --out (or --resume RUN_DIR)")

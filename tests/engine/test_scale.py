@@ -192,3 +192,21 @@ def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path):
     assert clusters[0] == clusters[1]
     assert [r["loss"] for r in rows_one[1:]] == pytest.approx([r["loss"] for r in rows_two[1:]], rel=1e-5)
     assert [r["val"] for r in rows_one[1:]] == [r["val"] for r in rows_two[1:]]
+
+
+def test_resume_from_the_command_line(tiny_synth, tmp_path, capsys):
+    from cpcl.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tiny_synth, "train.epochs=1").to_dict()))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    # the run is complete: resuming it trains no further epoch and reports the same test metrics
+    assert main(["train", "--resume", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]) == 0
+    assert "test metrics" in capsys.readouterr().out
+    assert len(_rows(tmp_path / "run")) == 2
+    with pytest.raises(SystemExit, match="no last.pt"):
+        main(["train", "--resume", str(tmp_path / "nothing")])
+    with pytest.raises(SystemExit, match="drop --config"):
+        main(["train", "--resume", str(tmp_path / "run"), "--config", str(cfg)])
