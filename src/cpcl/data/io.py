@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -32,3 +35,10 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save(path: str | Path, save: Callable[[BinaryIO], object]) -> None:
+    """Write what ``save(file)`` writes (``fig.savefig``, ``image.save`` ...) to ``path``, atomically."""
+    buf = io.BytesIO()
+    save(buf)
+    atomic_write_bytes(path, buf.getvalue())

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cpcl.data.io import atomic_write_text
+from cpcl.data.io import atomic_save, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -702,8 +702,6 @@ def save_montage(records: Iterable[dict], image_root: Path, path: Path, count: i
         ax.set_title(f"id {rec['id']}", fontsize=9)
         ax.text(0.0, -0.03, text, transform=ax.transAxes, fontsize=6.5, va="top", ha="left")
     fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.42, wspace=0.15)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from cpcl.config import Config, save_config
 from cpcl.data.datasets import ImageSet, TrainPairs
-from cpcl.data.io import atomic_write_text
+from cpcl.data.io import atomic_save, atomic_write_text
 from cpcl.data.samplers import PseudoIdentitySampler
 from cpcl.data.sources import load_dataset
 from cpcl.data.transforms import build_eval_transform, build_train_transform
@@ -377,7 +377,5 @@ def plot_curves(history: list[dict[str, Any]], zero_shot: RetrievalMetrics | Non
         twin.set_ylabel("clusters")
         ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    tmp.replace(path)

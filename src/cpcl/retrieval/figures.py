@@ -3,7 +3,6 @@ green (correct) / red (wrong) frames -- the figure every paper of this field sho
 
 from __future__ import annotations
 
-import io
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from cpcl.data.datasets import read_image
-from cpcl.data.io import atomic_write_bytes
+from cpcl.data.io import atomic_save
 
 GREEN = (22, 163, 74)
 RED = (220, 38, 38)
@@ -82,7 +81,5 @@ def stack(rows: Sequence[Image.Image]) -> Image.Image:
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", optimize=True)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_save(path, lambda f: image.save(f, format="PNG", optimize=True))
     return Path(path)
