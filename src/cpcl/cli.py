@@ -150,17 +150,14 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cpcl.data.formats import load_annotations
     from cpcl.engine.trainer import results_table
-    from cpcl.evaluation.evaluate import EvalSplit
-    from cpcl.model.checkpoint import load_checkpoint
+    from cpcl.evaluation.evaluate import load_eval_split
 
     device = _pick_device(args.device)
-    model, tokenizer, preprocess, _, payload = load_checkpoint(args.checkpoint, device)
-    records = load_annotations(args.format, args.root).split(args.split)
-    if not records:
-        raise SystemExit(f"error: {args.root} has no {args.split} split")
-    split = EvalSplit(records, tokenizer, preprocess)
+    try:
+        model, split, payload = load_eval_split(args.checkpoint, args.format, args.root, args.split, device)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     metrics = split.evaluate(model, device, args.batch_size, progress=True)
     print(results_table({Path(args.checkpoint).name: metrics.as_dict()}, title=f"{args.split} split of {args.root}"))
     if args.json:
@@ -230,11 +227,12 @@ def _demo_search_assets(checkpoint: Path, config, index_dir: Path, rankings: Pat
     import shutil
 
     from cpcl.data.formats import load_annotations
+    from cpcl.data.sources import annotation_format
     from cpcl.evaluation.visualize import write_ranking_figures
     from cpcl.retrieval.retriever import load_retriever
     from cpcl.retrieval.service import build_index
 
-    data_format = "cuhk-pedes" if config.data.format == "synth" else config.data.format  # SynthPedes' own format
+    data_format = annotation_format(config.data)
     records = load_annotations(data_format, config.data.root).split("test")
     if index_dir.exists():  # a rerun of the demo replaces its index with one for the new model
         shutil.rmtree(index_dir)
@@ -273,7 +271,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
     index = GalleryIndex.load(args.index)
     device = _pick_device(args.device)
-    retriever = load_retriever(_index_checkpoint(index, args.checkpoint), device, batch_size=args.batch_size,
+    retriever = load_retriever(index.query_checkpoint(args.checkpoint), device, batch_size=args.batch_size,
                                num_workers=args.workers)
     added, skipped = add_images(retriever, index, args.images, progress=True)
     print(f"added {added} images ({skipped} already indexed); {args.index} now holds {len(index)}")
@@ -291,23 +289,10 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _index_checkpoint(index, checkpoint: str | None) -> Path:
-    """The checkpoint to encode queries with: the one given, or the one that built the index."""
-    path = Path(checkpoint) if checkpoint else index.checkpoint
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} (which built {index.directory}) not found; "
-                                "pass --checkpoint with a copy of it")
-    return path
-
-
 def _open_service(args: argparse.Namespace):
-    from cpcl.retrieval.index import GalleryIndex
-    from cpcl.retrieval.retriever import load_retriever
     from cpcl.retrieval.service import SearchService
 
-    index = GalleryIndex.load(args.index)
-    retriever = load_retriever(_index_checkpoint(index, args.checkpoint), _pick_device(args.device))
-    return SearchService(retriever, index)
+    return SearchService.open(args.index, args.checkpoint, _pick_device(args.device))
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -43,8 +43,12 @@ def prepare_synth(root: str | Path, cfg: SynthConfig, progress: bool = False) ->
     return root
 
 
+def annotation_format(cfg: DataConfig) -> str:
+    """The format of a data config's annotation files on disk: SynthPedes is written as CUHK-PEDES."""
+    return "cuhk-pedes" if cfg.format == "synth" else cfg.format
+
+
 def load_dataset(cfg: DataConfig, progress: bool = False) -> Annotations:
     if cfg.format == "synth":
-        root = prepare_synth(cfg.root, cfg.synth, progress)
-        return load_annotations("cuhk-pedes", root)
-    return load_annotations(cfg.format, cfg.root)
+        prepare_synth(cfg.root, cfg.synth, progress)
+    return load_annotations(annotation_format(cfg), cfg.root)

@@ -7,10 +7,12 @@ from collections.abc import Callable, Sequence
 import torch
 
 from cpcl.data.datasets import ImageSet, ImageStore, eval_split, tokenize_all
+from cpcl.data.formats import load_annotations
 from cpcl.data.records import ImageRecord
 from cpcl.data.transforms import build_eval_transform
 from cpcl.evaluation.metrics import RetrievalMetrics, retrieval_metrics
 from cpcl.model.backbone import Preprocess
+from cpcl.model.checkpoint import load_checkpoint
 from cpcl.model.encode import encode_images, encode_texts
 from cpcl.model.retrieval_model import RetrievalModel
 
@@ -35,3 +37,12 @@ class EvalSplit:
                  progress: bool = False) -> RetrievalMetrics:
         sim = self.similarity(model, device, batch_size, progress)
         return retrieval_metrics(sim, self.query_ids, self.gallery_ids)
+
+
+def load_eval_split(checkpoint, data_format: str, root, split: str, device: torch.device):
+    """A checkpoint's model and a dataset split ready to rank -> ``(model, EvalSplit, checkpoint payload)``."""
+    model, tokenizer, preprocess, _, payload = load_checkpoint(checkpoint, device)
+    records = load_annotations(data_format, root).split(split)
+    if not records:
+        raise ValueError(f"{root} has no {split} split")
+    return model, EvalSplit(records, tokenizer, preprocess), payload

@@ -40,16 +40,10 @@ def write_ranking_figures(checkpoint: str | Path, data_format: str, root: str | 
                           device: torch.device | str = "cpu", batch_size: int = 256,
                           progress: bool = False) -> dict:
     """Rank a split with a checkpoint and write ``query_<i>.png`` per chosen query and ``sheet.png``."""
-    from cpcl.data.formats import load_annotations
-    from cpcl.evaluation.evaluate import EvalSplit
-    from cpcl.model.checkpoint import load_checkpoint
+    from cpcl.evaluation.evaluate import load_eval_split
 
     device = torch.device(device)
-    model, tokenizer, preprocess, _, _ = load_checkpoint(checkpoint, device)
-    records = load_annotations(data_format, root).split(split)
-    if not records:
-        raise ValueError(f"{root} has no {split} split")
-    data = EvalSplit(records, tokenizer, preprocess)
+    model, data, _ = load_eval_split(checkpoint, data_format, root, split, device)
     similarity = data.similarity(model, device, batch_size, progress=progress)
     chosen = pick_queries(len(data.captions), queries, seed)
     rows = ranking_rows(similarity, data.captions, data.images.store.paths, data.query_ids, data.gallery_ids,

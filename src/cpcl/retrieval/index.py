@@ -187,6 +187,15 @@ class GalleryIndex:
     def checkpoint(self) -> Path:
         return Path(self.manifest["model"]["checkpoint"])
 
+    def query_checkpoint(self, checkpoint: str | Path | None = None) -> Path:
+        """The checkpoint to encode with: ``checkpoint`` if given, else the one that built the index; it must exist
+        (whether it is the same model is checked against the fingerprint once it is loaded)."""
+        path = Path(checkpoint) if checkpoint else self.checkpoint
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} (which built {self.directory}) not found; "
+                                    "pass --checkpoint with a copy of it")
+        return path
+
     def item_of(self, relative_path: str) -> int | None:
         """The row of an indexed path, or None: the only way a path maps to a file served from the index."""
         return self._item_of_path.get(relative_path)

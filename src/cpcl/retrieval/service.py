@@ -7,9 +7,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cpcl.retrieval.index import GalleryIndex, SearchHit, check_new_index_dir, list_images
 from cpcl.retrieval.retriever import Retriever, load_retriever
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_QUERY_CHARS = 500
 MAX_K = 100
@@ -62,10 +66,11 @@ class SearchService:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, index_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> SearchService:
+    def open(cls, index_dir: str | Path, checkpoint: str | Path | None = None,
+             device: str | torch.device = "cpu") -> SearchService:
         """Open an index with the checkpoint that built it (or ``checkpoint``, if it is the same model)."""
         index = GalleryIndex.load(index_dir)
-        return cls(load_retriever(checkpoint or index.checkpoint, device=device), index)
+        return cls(load_retriever(index.query_checkpoint(checkpoint), device=device), index)
 
     def search(self, query: str, k: int = 10, nprobe: int | None = None) -> SearchResult:
         query = validate_query(query, k)
