@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpcl.cli import resolve_config_path
-from cpcl.config import load_config
+from cpcl.config import load_config, resolve_config_path
 from cpcl.engine.trainer import train
 
 RESULTS = Path(__file__).parent / "results"

@@ -16,8 +16,7 @@ import platform
 import sys
 from pathlib import Path
 
-from cpcl.cli import resolve_config_path
-from cpcl.config import load_config
+from cpcl.config import load_config, resolve_config_path
 from cpcl.engine.trainer import train
 
 RESULTS = Path(__file__).parent / "results"

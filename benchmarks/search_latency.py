@@ -143,15 +143,16 @@ def measure_encode(images: int) -> list[dict]:
     from PIL import Image
 
     from cpcl.config import config_from_dict
-    from cpcl.model.checkpoint import build_model, preprocess_of
+    from cpcl.data.transforms import Preprocess
+    from cpcl.model.checkpoint import build_model
     from cpcl.retrieval.retriever import Retriever
 
     rows = []
     for arch, size, weights, count in (("cpcl-vit-tiny", (128, 64), "cpcl:synthclip-tiny", images),
                                        ("ViT-B-16", (384, 128), None, min(images, 64))):
         config = config_from_dict({"model": {"arch": arch, "image_size": list(size), "pretrained": weights}})
-        model = build_model(config)
-        retriever = Retriever(model, None, preprocess_of(config), config, device=torch.device("cpu"),
+        model = build_model(config.model)
+        retriever = Retriever(model, None, Preprocess.of(config.model), config, device=torch.device("cpu"),
                               batch_size=64, num_workers=2)
         with tempfile.TemporaryDirectory() as tmp:
             rng = np.random.default_rng(0)
@@ -176,7 +177,7 @@ def measure_real(checkpoint: str, ids: int, nprobes: list[int], queries: int = 1
     import numpy as np
 
     from cpcl.data.formats import load_annotations
-    from cpcl.data.synthetic import generate_synthpedes
+    from cpcl.data.synth import generate_synthpedes
     from cpcl.retrieval.index import GalleryIndex
     from cpcl.retrieval.retriever import load_retriever
 

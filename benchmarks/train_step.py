@@ -1,6 +1,6 @@
 """Real-size training steps: CLIP ViT-B/16 at 384x128, a batch of 64 pairs, each precision.
 
-Runs the trainer's own step (``forward_backward`` + ``compute_losses`` with the CPCL terms: SDM with
+Runs the trainer's own step (``forward_backward`` + the objective with the CPCL terms: SDM with
 pseudo-label positives and both prototype memories, 1000 pseudo identities), the Adam step, and the
 memory update, on random-weight ViT-B/16 (the compute of a pretrained one) with random images and
 caption-length token rows. Reports images/s over the timed steps and peak memory (CUDA: allocator peak;
@@ -30,26 +30,27 @@ RESULTS = Path(__file__).parent / "results"
 
 def run(device: torch.device, precision: str, batch: int, steps: int, warmup: int, accumulate: int) -> dict:
     from cpcl.config import config_from_dict
+    from cpcl.engine.objective import Batch, BatchLabels, Objective
     from cpcl.engine.optim import build_optimizer
-    from cpcl.engine.steps import BatchLabels, Memories, compute_losses, forward_backward
-    from cpcl.memory.prototypes import PrototypeMemory
+    from cpcl.engine.pseudo import EpochLabels
+    from cpcl.engine.steps import forward_backward
     from cpcl.model.checkpoint import build_model
 
     config = config_from_dict({
         "model": {"arch": "ViT-B-16", "pretrained": None, "image_size": [384, 128]},
+        "cluster": {"enabled": True},
         "loss": {"many_to_many": True, "intra_weight": 0.5, "cross_weight": 0.5},
         "train": {"batch_size": batch, "precision": precision, "accumulate": accumulate},
     })
     torch.manual_seed(0)
-    model = build_model(config).to(device).train()
+    model = build_model(config.model).to(device).train()
     model.clip.logit_scale.requires_grad_(False)
     optimizer = build_optimizer(model, config.optim)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     dim = model.embed_dim
-    memories = Memories(PrototypeMemory(dim).to(device), PrototypeMemory(dim).to(device))
+    objective = Objective(dim, config.loss, config.memory, device)
     seeds = torch.nn.functional.normalize(torch.randn(1000, dim, device=device), dim=1)
-    memories.image.reset(seeds, torch.arange(1000, device=device))
-    memories.text.reset(seeds, torch.arange(1000, device=device))
+    objective.on_labels(EpochLabels(torch.arange(1000), torch.arange(1000)), seeds, seeds)
     images = torch.randn(batch, 3, 384, 128, device=device)
     tokens = torch.zeros(batch, 77, dtype=torch.long, device=device)
     tokens[:, 0] = 49406
@@ -58,6 +59,7 @@ def run(device: torch.device, precision: str, batch: int, steps: int, warmup: in
     image_index = torch.arange(batch, device=device) // 2
     labels = BatchLabels(torch.randint(0, 1000, (batch,), device=device),
                          torch.randint(0, 1000, (batch,), device=device))
+    pairs = Batch(image_index, labels)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
@@ -66,13 +68,11 @@ def run(device: torch.device, precision: str, batch: int, steps: int, warmup: in
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        _, v, t = forward_backward(model, images, tokens,
-                                   lambda v, t: compute_losses(v, t, image_index, labels, memories, config),
-                                   accumulate, precision, scaler)
+        _, _, v, t = forward_backward(model, images, tokens, lambda v, t: objective(v, t, pairs), accumulate,
+                                      precision, scaler)
         scaler.step(optimizer)
         scaler.update()
-        memories.image.update(v, labels.image)
-        memories.text.update(t, labels.text)
+        objective.after_step(v, t, pairs)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step >= warmup:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cpcl.config import config_from_dict
-from cpcl.data.synthetic import generate_synthpedes
+from cpcl.data.synth import generate_synthpedes
 
 torch.set_num_threads(2)
 

@@ -58,10 +58,9 @@ def test_configs_lists_packaged_configs(capsys):
 
 
 def test_every_packaged_config_parses():
-    from cpcl.cli import PACKAGED_CONFIGS
-    from cpcl.config import load_config
+    from cpcl.config import load_config, packaged_configs
 
-    paths = sorted(PACKAGED_CONFIGS.glob("*.yaml"))
+    paths = list(packaged_configs().values())
     assert len(paths) >= 5
     for path in paths:
         load_config(path)

@@ -1,8 +1,8 @@
 """cpcl: weakly supervised text-based person re-identification with CLIP."""
 
-__version__ = "0.1.0"
+from cpcl.version import __version__
 
-__all__ = ["load_retriever"]
+__all__ = ["__version__", "load_retriever"]
 
 
 def __getattr__(name: str):

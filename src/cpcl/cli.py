@@ -12,8 +12,6 @@ from pathlib import Path
 
 log = logging.getLogger("cpcl")
 
-PACKAGED_CONFIGS = Path(__file__).parent / "configs"
-
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
@@ -35,23 +33,11 @@ def _pick_device(name: str):
     return device
 
 
-def resolve_config_path(name: str) -> Path:
-    """A config file path, or the name of a config shipped with cpcl (``cpcl configs`` lists them)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    packaged = PACKAGED_CONFIGS / (name if name.endswith(".yaml") else f"{name}.yaml")
-    if packaged.is_file():
-        return packaged
-    known = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
-    raise SystemExit(f"error: config {name!r} is not a file nor a packaged config ({known})")
-
-
 # --------------------------------------------------------------------------------------------- commands
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from cpcl.data.synthetic import generate_synthpedes
+    from cpcl.data.synth import generate_synthpedes
 
     t0 = time.perf_counter()
     ann = generate_synthpedes(args.out, num_ids=args.ids, seed=args.seed, height=args.height, width=args.width,
@@ -101,9 +87,10 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cpcl.config import config_from_dict, load_config
+    from cpcl.config import config_from_dict, load_config, resolve_config_path
     from cpcl.engine.distributed import launched_distributed, shutdown_distributed
-    from cpcl.engine.trainer import results_table, train
+    from cpcl.engine.report import results_table
+    from cpcl.engine.trainer import train
 
     if args.nproc > 1 and not launched_distributed():
         return _relaunch_with_torchrun(args.nproc, args.argv)
@@ -150,7 +137,7 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cpcl.engine.trainer import results_table
+    from cpcl.engine.report import results_table
     from cpcl.evaluation.evaluate import load_eval_split
 
     device = _pick_device(args.device)
@@ -161,7 +148,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     metrics = split.evaluate(model, device, args.batch_size, progress=True)
     print(results_table({Path(args.checkpoint).name: metrics.as_dict()}, title=f"{args.split} split of {args.root}"))
     if args.json:
-        from cpcl.data.io import atomic_write_text
+        from cpcl.io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps({"checkpoint": str(args.checkpoint), "split": args.split,
                                                   "epoch": payload.get("epoch"), **metrics.as_dict()}, indent=2))
@@ -169,76 +156,47 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from cpcl.config import load_config
+    from cpcl.config import load_config, resolve_config_path
     from cpcl.engine.trainer import train
     from cpcl.model.backbone import BUILTIN_WEIGHTS
     from cpcl.model.checkpoint import export_clip_weights
 
+    if args.replace_packaged and args.weights_out:
+        raise SystemExit("error: --replace-packaged writes the packaged weights; drop --weights-out")
+    packaged = BUILTIN_WEIGHTS["synthclip-tiny"][1]
+    target = packaged if args.replace_packaged else Path(args.weights_out or Path(args.out) / "synthclip_tiny.pt")
     config = load_config(resolve_config_path(args.config), args.set or [])
     device = _pick_device(args.device)
     result = train(config, args.out, device=device, progress=not args.no_progress)
-    target = Path(args.weights_out) if args.weights_out else BUILTIN_WEIGHTS["synthclip-tiny"][1]
     best = Path(args.out) / ("best.pt" if result.best_epoch is not None else "last.pt")
     export_clip_weights(best, target)
     print(f"pretrained weights (epoch {result.best_epoch}) written to {target}")
+    if args.replace_packaged:
+        print("they replace the packaged cpcl:synthclip-tiny weights: every later run that starts from "
+              "cpcl:synthclip-tiny (the demo's configs included) starts from these")
+    else:
+        print(f"use them with --set model.pretrained={target} (cpcl:synthclip-tiny is unchanged)")
     return 0
-
-
-DEMO_RUNS = (("ITC baseline", "synthpedes_itc"), ("CPCL", "synthpedes_cpcl"))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cpcl.config import load_config
-    from cpcl.engine.trainer import results_table, train
+    from cpcl.demo import run_demo
+    from cpcl.engine.report import results_table
 
-    t0 = time.perf_counter()
     device = _pick_device(args.device)
-    rows: dict[str, dict] = {}
-    config = None
-    for title, name in DEMO_RUNS:
-        config = load_config(PACKAGED_CONFIGS / f"{name}.yaml", args.set or [])
-        log.info("demo: %s (%s)", title, name)
-        result = train(config, Path(args.out) / name, device=device, progress=not args.no_progress)
-        if not rows:
-            rows["chance (random ranking)"] = result.test["chance"]
-            rows["zero-shot (pretrained small CLIP)"] = result.test["zero-shot"]
-        rows[f"{title}, best-on-val (epoch {result.best_epoch})"] = result.test["best-on-val"]
-        rows[f"{title}, last epoch"] = result.test["last"]
-    best = Path(args.out) / DEMO_RUNS[-1][1] / "best.pt"
-    index_dir = Path(args.out) / "index"
-    _demo_search_assets(best, config, index_dir, Path(args.out) / "rankings", device)
-    wall = time.perf_counter() - t0
-    last = next(reversed(rows.values()))
+    demo = run_demo(args.out, args.set or [], device=device, progress=not args.no_progress)
+    last = next(reversed(demo.rows.values()))
     print()
-    print(results_table(rows, title=f"SynthPedes test split: {last['num_queries']} caption queries, "
-                                    f"{last['num_gallery']} images (no identity label used in training)"))
-    print(f"wall time {wall:.0f}s on {device}")
-    print(f"dataset montage: {Path(config.data.root) / 'montage.png'}")
+    print(results_table(demo.rows, title=f"SynthPedes test split: {last['num_queries']} caption queries, "
+                                         f"{last['num_gallery']} images (no identity label used in training)"))
+    print(f"wall time {demo.seconds:.0f}s on {device}")
+    print(f"dataset montage: {demo.data_root / 'montage.png'}")
     print(f"curves, checkpoints, metrics.jsonl and results: {args.out}/<run>/")
-    print(f"top-10 rankings of test queries (green = right person): {args.out}/rankings/sheet.png")
+    print(f"top-10 rankings of test queries (green = right person): {demo.rankings_dir / 'sheet.png'}")
     print(f"the test gallery is indexed for search with the CPCL model:\n"
-          f"  cpcl search {index_dir} \"a woman in a red coat with a black bag\" --grid top10.png\n"
-          f"  cpcl serve {index_dir}      # then open http://127.0.0.1:8000/")
+          f"  cpcl search {demo.index_dir} \"a woman in a red coat with a black bag\" --grid top10.png\n"
+          f"  cpcl serve {demo.index_dir}      # then open http://127.0.0.1:8000/")
     return 0
-
-
-def _demo_search_assets(checkpoint: Path, config, index_dir: Path, rankings: Path, device) -> None:
-    """Index the demo's test gallery and draw its ranking sheet, so that search works right after the demo."""
-    import shutil
-
-    from cpcl.data.formats import load_annotations
-    from cpcl.data.sources import annotation_format
-    from cpcl.evaluation.visualize import write_ranking_figures
-    from cpcl.retrieval.retriever import load_retriever
-    from cpcl.retrieval.service import build_index
-
-    data_format = annotation_format(config.data)
-    records = load_annotations(data_format, config.data.root).split("test")
-    if index_dir.exists():  # a rerun of the demo replaces its index with one for the new model
-        shutil.rmtree(index_dir)
-    build_index(load_retriever(checkpoint, device), [r.image_path for r in records], index_dir,
-                root=config.data.root)
-    write_ranking_figures(checkpoint, data_format, config.data.root, rankings, queries=6, device=device)
 
 
 def cmd_export_weights(args: argparse.Namespace) -> int:
@@ -308,7 +266,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             for h in r.hits:
                 print(f"{h.rank:>4}  {h.score:.4f}  {h.path}")
     if args.grid:
-        from cpcl.retrieval.figures import RankedImage, ranking_row, save_png, stack
+        from cpcl.evaluation.figures import RankedImage, ranking_row, save_png, stack
 
         rows = [ranking_row(r.query, [RankedImage(service.index.absolute_path(h.item), h.score) for h in r.hits])
                 for r in results]
@@ -372,9 +330,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
-    for path in sorted(PACKAGED_CONFIGS.glob("*.yaml")):
+    from cpcl.config import packaged_configs
+
+    for name, path in packaged_configs().items():
         first = next((line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
-        print(f"{path.stem:<28} {first}")
+        print(f"{name:<28} {first}")
     return 0
 
 
@@ -394,6 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
         "pairs without identity labels, evaluate, search.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_data_commands(sub)
+    _add_training_commands(sub)
+    _add_search_commands(sub)
+    _add_export_commands(sub)
+    sub.add_parser("configs", help="list packaged configs").set_defaults(func=cmd_configs)
+    sub.add_parser("archs", help="list model architectures").set_defaults(func=cmd_archs)
+    return parser
+
+
+def _add_data_commands(sub) -> None:
+    from cpcl.data.formats import FORMATS
+    from cpcl.data.synth import DOMAINS
 
     p = sub.add_parser("synth", help="generate the SynthPedes benchmark (CUHK-PEDES format)")
     p.add_argument("--out", required=True)
@@ -404,32 +376,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-id", type=float, default=3.0)
     p.add_argument("--height", type=int, default=128)
     p.add_argument("--width", type=int, default=64)
-    p.add_argument("--domain", default="street", choices=["street", "indoor"])
+    p.add_argument("--domain", default="street", choices=DOMAINS)
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", required=True)
     c = dsub.add_parser("check", help="validate a dataset and list every problem")
-    c.add_argument("--format", required=True, choices=["cuhk-pedes", "icfg-pedes", "rstpreid", "jsonl"])
+    c.add_argument("--format", required=True, choices=FORMATS.names())
     c.add_argument("--root", required=True)
     c.add_argument("--skip-images", action="store_true", help="do not decode every image")
     c.set_defaults(func=cmd_data_check)
 
-    def add_run_args(p: argparse.ArgumentParser, config_default: str | None, config_required: bool = True) -> None:
-        p.add_argument("--config", required=config_required and config_default is None, default=config_default,
-                       help="YAML file or packaged config name (`cpcl configs`)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-        p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-        p.add_argument("--no-progress", action="store_true")
 
-    def add_encode_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--batch-size", type=int, default=128)
-        p.add_argument("--workers", type=int, default=2, help="image decoding processes")
-        p.add_argument("--device", default="auto")
+def _add_run_args(p: argparse.ArgumentParser, config_default: str | None, config_required: bool = True) -> None:
+    p.add_argument("--config", required=config_required and config_default is None, default=config_default,
+                   help="YAML file or packaged config name (`cpcl configs`)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--no-progress", action="store_true")
 
+
+def _add_split_args(p: argparse.ArgumentParser) -> None:
+    from cpcl.data.formats import FORMATS
+
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", required=True, choices=FORMATS.names())
+    p.add_argument("--root", required=True)
+    p.add_argument("--split", default="test", choices=["val", "test"])
+
+
+def _add_training_commands(sub) -> None:
     p = sub.add_parser("train", help="train a model from a config (torchrun-ready)")
-    add_run_args(p, None, config_required=False)
+    _add_run_args(p, None, config_required=False)
     p.add_argument("--supervised-upper-bound", action="store_true",
                    help="confirm a train.supervised=true run: identity labels replace the clusters")
     p.add_argument("--out", help="run directory")
@@ -437,23 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP via torchrun)")
     p.set_defaults(func=cmd_train)
 
-    def add_split_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--checkpoint", required=True)
-        p.add_argument("--format", required=True, choices=["cuhk-pedes", "icfg-pedes", "rstpreid", "jsonl"])
-        p.add_argument("--root", required=True)
-        p.add_argument("--split", default="test", choices=["val", "test"])
-
     p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
-    add_split_args(p)
+    _add_split_args(p)
     p.add_argument("--json", help="write the metrics to this JSON file")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("pretrain", help="pretrain the small SynthPedes CLIP and export its weights")
-    add_run_args(p, "pretrain_synthclip_tiny")
+    _add_run_args(p, "pretrain_synthclip_tiny")
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--weights-out", help="where to write the weights (default: the packaged cpcl:synthclip-tiny)")
+    p.add_argument("--weights-out", help="where to write the weights (default: OUT/synthclip_tiny.pt)")
+    p.add_argument("--replace-packaged", action="store_true",
+                   help="write them over the packaged cpcl:synthclip-tiny weights, which every later run that "
+                        "names cpcl:synthclip-tiny (the demo included) then starts from")
     p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("demo", help="the synthetic end-to-end demo: data, fine-tuning, results table")
@@ -463,11 +439,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("export-weights", help="write a checkpoint's CLIP weights as an open_clip state dict")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--fp32", action="store_true")
-    p.set_defaults(func=cmd_export_weights)
+    p = sub.add_parser("visualize", help="top-k ranking figures for queries of an evaluation split")
+    _add_split_args(p)
+    p.add_argument("--queries", type=int, default=8, help="how many captions to show")
+    p.add_argument("--seed", type=int, default=0, help="which captions (drawn reproducibly)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--out", required=True, help="directory for query_*.png and sheet.png")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_visualize)
+
+
+def _add_encode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--device", default="auto")
+
+
+def _add_search_commands(sub) -> None:
+    from cpcl.retrieval.kinds import INDEX_KINDS
 
     p = sub.add_parser("index", help="build and extend gallery indexes for search")
     isub = p.add_subparsers(dest="index_command", required=True)
@@ -476,17 +466,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--images", required=True, help="a folder (searched recursively) or a file listing image paths")
     c.add_argument("--out", required=True, help="index directory to create")
     c.add_argument("--root", help="root the stored paths are relative to (default: the folder / common parent)")
-    c.add_argument("--kind", default="exact", choices=["exact", "ivf", "ivf-sq8"],
-                   help="exact inner product (default), or an approximate FAISS inverted-file index")
+    c.add_argument("--kind", default="exact", choices=INDEX_KINDS.names(),
+                   help="; ".join(f"{name}: {kind.help}" for name, kind in INDEX_KINDS.items()))
     c.add_argument("--nlist", type=int, help="inverted lists for ivf kinds (default about 4*sqrt(N))")
     c.add_argument("--nprobe", type=int, default=16, help="lists searched per query for ivf kinds")
-    add_encode_args(c)
+    _add_encode_args(c)
     c.set_defaults(func=cmd_index_build)
     c = isub.add_parser("add", help="append the images of a folder or list that the index does not hold yet")
     c.add_argument("index")
     c.add_argument("--images", required=True)
     c.add_argument("--checkpoint", help="default: the checkpoint that built the index")
-    add_encode_args(c)
+    _add_encode_args(c)
     c.set_defaults(func=cmd_index_add)
     c = isub.add_parser("info", help="what an index holds and which model built it")
     c.add_argument("index")
@@ -512,15 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--example", action="append", help="an example query shown on the page (repeatable)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("visualize", help="top-k ranking figures for queries of an evaluation split")
-    add_split_args(p)
-    p.add_argument("--queries", type=int, default=8, help="how many captions to show")
-    p.add_argument("--seed", type=int, default=0, help="which captions (drawn reproducibly)")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--out", required=True, help="directory for query_*.png and sheet.png")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_visualize)
+
+def _add_export_commands(sub) -> None:
+    p = sub.add_parser("export-weights", help="write a checkpoint's CLIP weights as an open_clip state dict")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--fp32", action="store_true")
+    p.set_defaults(func=cmd_export_weights)
 
     p = sub.add_parser("export", help="export a checkpoint for other runtimes")
     esub = p.add_subparsers(dest="export_command", required=True)
@@ -529,10 +517,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="directory for image_encoder.onnx, text_encoder.onnx, export.json")
     c.add_argument("--opset", type=int, default=18)
     c.set_defaults(func=cmd_export_onnx)
-
-    sub.add_parser("configs", help="list packaged configs").set_defaults(func=cmd_configs)
-    sub.add_parser("archs", help="list model architectures").set_defaults(func=cmd_archs)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

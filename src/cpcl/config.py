@@ -1,7 +1,10 @@
 """Typed experiment configuration.
 
 A YAML file maps onto the frozen dataclasses below; ``--set key=value`` overrides dotted keys.
-Unknown keys are errors that name the key, so a typo never silently falls back to a default.
+Unknown keys are errors that name the key, so a typo never silently falls back to a default, and a
+combination of settings that cannot do what it says (prototype terms without pseudo labels, say) is an
+error that names every key involved. The configs shipped with the package are listed by
+:func:`packaged_configs` and found by name with :func:`resolve_config_path`.
 """
 
 from __future__ import annotations
@@ -143,12 +146,73 @@ class Config:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
+    def __post_init__(self) -> None:
+        problems = inconsistencies(self)
+        if problems:
+            raise ConfigError("; ".join(problems))
+
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
+
+    @property
+    def uses_pseudo_labels(self) -> bool:
+        """Whether training reads per-epoch labels: clusters, or the true identities of the upper bound."""
+        return self.cluster.enabled or self.train.supervised
 
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key at fault."""
+
+
+def inconsistencies(config: Config) -> list[str]:
+    """Every combination of settings in ``config`` that cannot do what it says, each naming its keys."""
+    c, t, loss = config.cluster, config.train, config.loss
+    out = []
+    labels = c.enabled or t.supervised
+    needs_labels = [f"{key}={value}" for key, value, used in (
+        ("loss.intra_weight", loss.intra_weight, loss.intra_weight != 0),
+        ("loss.cross_weight", loss.cross_weight, loss.cross_weight != 0),
+        ("loss.many_to_many", "true", loss.many_to_many),
+        ("train.sampler_instances", t.sampler_instances, t.sampler_instances != 0),
+        ("oplm.enabled", "true", config.oplm.enabled)) if used]
+    if needs_labels and not labels:
+        out.append(f"{', '.join(needs_labels)} need(s) pseudo labels, but cluster.enabled is false "
+                   "(set cluster.enabled=true, or turn those off)")
+    if config.oplm.enabled and t.supervised:
+        out.append("oplm.enabled=true with train.supervised=true: the true identities have no outliers to mine "
+                   "(set oplm.enabled=false)")
+    if config.oplm.threshold is not None and not config.oplm.enabled:
+        out.append(f"oplm.threshold={config.oplm.threshold} has no effect while oplm.enabled is false")
+    if c.fuse_modalities and not c.enabled:
+        out.append("cluster.fuse_modalities=true has no effect while cluster.enabled is false")
+    if config.memory.hard and loss.intra_weight == 0 and loss.cross_weight == 0:
+        out.append("memory.hard=true has no effect while loss.intra_weight and loss.cross_weight are both 0 "
+                   "(no term reads the memories)")
+    if labels and c.start_epoch > t.epochs:
+        out.append(f"cluster.start_epoch={c.start_epoch} is after the last epoch (train.epochs={t.epochs}): "
+                   "no epoch would use pseudo labels")
+    if t.sampler_instances > t.batch_size:
+        out.append(f"train.sampler_instances={t.sampler_instances} exceeds train.batch_size={t.batch_size}")
+    if t.accumulate < 1:
+        out.append(f"train.accumulate must be at least 1, got {t.accumulate}")
+    elif t.batch_size % t.accumulate:
+        out.append(f"train.batch_size={t.batch_size} does not split into train.accumulate={t.accumulate} "
+                   "equal micro-batches")
+    for key, value, low in (("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
+                            ("train.eval_batch_size", t.eval_batch_size, 1), ("train.eval_every", t.eval_every, 1),
+                            ("cluster.k1", c.k1, 1), ("cluster.k2", c.k2, 1), ("cluster.min_samples", c.min_samples, 1),
+                            ("data.num_workers", config.data.num_workers, 0)):
+        if value < low:
+            out.append(f"{key} must be at least {low}, got {value}")
+    for key, value in (("loss.temperature", loss.temperature), ("memory.temperature", config.memory.temperature),
+                       ("cluster.eps", c.eps), ("optim.lr", config.optim.lr)):
+        if value <= 0:
+            out.append(f"{key} must be positive, got {value}")
+    for key, value in (("memory.momentum", config.memory.momentum),
+                       ("cluster.max_cluster_fraction", c.max_cluster_fraction)):
+        if not 0 <= value <= 1:
+            out.append(f"{key} must be between 0 and 1, got {value}")
+    return out
 
 
 def _to_plain(value: Any) -> Any:
@@ -308,3 +372,33 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+PACKAGED_CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def packaged_configs() -> dict[str, Path]:
+    """The experiment configs shipped with cpcl, by name (``cpcl configs`` lists them)."""
+    return {path.stem: path for path in sorted(PACKAGED_CONFIG_DIR.glob("*.yaml"))}
+
+
+def config_description(path: str | Path) -> str:
+    """The leading comment block of a config file, as one line of text."""
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line[1:].strip())
+    return " ".join(lines)
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path, or the name of a config shipped with cpcl."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    packaged = packaged_configs().get(Path(str(name)).name.removesuffix(".yaml"))
+    if packaged is not None and path.parent == Path("."):
+        return packaged
+    raise ConfigError(f"config {str(name)!r} is neither a file nor a packaged config "
+                      f"({', '.join(packaged_configs())})")

@@ -3,7 +3,6 @@ import numpy as np
 from cpcl.clustering.pseudo_labels import (
     cluster_features,
     dbscan_labels,
-    pseudo_label_quality,
     relabel,
     summarise,
 )
@@ -37,11 +36,3 @@ def test_relabel_and_summary():
     assert (s.num_clusters, s.outlier_fraction, s.largest_fraction) == (2, 0.2, 0.6)
     assert s.degenerate(0.5) and not s.degenerate(0.7)
     assert "no cluster" in summarise(np.array([-1, -1])).degenerate(0.5)
-
-
-def test_quality_on_a_known_case():
-    truth = np.array([1, 1, 2, 2, 3])
-    perfect = pseudo_label_quality(np.array([0, 0, 1, 1, -1]), truth)
-    assert perfect["pair_precision"] == 1.0 and perfect["pair_recall"] == 1.0 and perfect["nmi"] > 0.99
-    merged = pseudo_label_quality(np.array([0, 0, 0, 0, -1]), truth)
-    assert merged["pair_precision"] == 2 / 6 and merged["pair_recall"] == 1.0

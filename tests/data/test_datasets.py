@@ -4,8 +4,8 @@ import torch
 
 from cpcl.data.datasets import TrainPairs, eval_split
 from cpcl.data.formats import load_annotations
-from cpcl.data.transforms import build_eval_transform
-from cpcl.model.backbone import Preprocess, build_tokenizer
+from cpcl.data.transforms import Preprocess, build_eval_transform
+from cpcl.model.backbone import build_tokenizer
 
 
 def _pairs(records):

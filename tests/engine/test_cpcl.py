@@ -78,16 +78,3 @@ def test_degenerate_clustering_falls_back_to_the_instance_loss(tiny_synth, tmp_p
     row = _rows(tmp_path / "d")[1]
     assert "degenerate" in row["pseudo"] and "intra_image" not in row
     assert "instance loss only" in caplog.text
-
-
-def test_recovery_purity_on_a_constructed_case():
-    import numpy as np
-
-    from cpcl.clustering.outliers import MiningResult
-    from cpcl.engine.pseudo import _recovery_purity
-
-    ids = np.array([1, 1, 2, 1, 2])
-    # images 3 and 4 were outliers, both joined cluster 0 (members 0 and 1, identity 1)
-    mined = MiningResult(np.array([0, 0, 1, 0, 0]), np.array([0, 0, 1, 0, 0]), np.array([3, 4]), np.array([]))
-    out = _recovery_purity(mined, ids, np.arange(5))
-    assert out == {"image_recovered_purity": 0.5}

@@ -11,13 +11,14 @@ import pytest
 import torch
 import yaml
 
+from cpcl import io as io_module
 from cpcl.config import ConfigError
-from cpcl.data import io as io_module
-from cpcl.engine import trainer as trainer_module
+from cpcl.engine import state as state_module
 from cpcl.engine.distributed import SINGLE, DistInfo, ShardedBatchSampler, gather_in_order
-from cpcl.engine.steps import BatchLabels, Memories, compute_losses, forward_backward
+from cpcl.engine.objective import Batch, BatchLabels, Objective
+from cpcl.engine.pseudo import EpochLabels
+from cpcl.engine.steps import forward_backward
 from cpcl.engine.trainer import train
-from cpcl.memory.prototypes import PrototypeMemory
 from cpcl.model.checkpoint import build_model, read_checkpoint
 from tests.conftest import tiny_config
 from tests.engine.test_cpcl import CPCL
@@ -75,24 +76,23 @@ def _grads(model):
 def test_gradient_caching_equals_the_full_batch(tiny_synth, with_labels):
     config = tiny_config(tiny_synth, *CPCL)
     torch.manual_seed(0)
-    model = build_model(config, pretrained=False)
+    model = build_model(config.model, pretrained=False)
     images, tokens = _batch()
     image_index = torch.tensor([0, 0, 1, 2, 3, 3, 4, 5])
-    labels = memories = None
+    objective = Objective(model.embed_dim, config.loss, config.memory, torch.device("cpu"))
+    labels = None
     if with_labels:
         labels = BatchLabels(torch.tensor([0, 0, 1, -1, 2, 2, 1, 0]), torch.tensor([0, 1, 1, -1, 2, -1, 1, 0]))
-        memories = Memories(PrototypeMemory(model.embed_dim), PrototypeMemory(model.embed_dim))
         feats = torch.nn.functional.normalize(torch.randn(3, model.embed_dim), dim=1)
-        memories.image.reset(feats, torch.arange(3))
-        memories.text.reset(feats.flip(0), torch.arange(3))
+        objective.on_labels(EpochLabels(torch.arange(3), torch.arange(3)), feats, feats.flip(0))
+    batch = Batch(image_index, labels)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     results = {}
     for chunks in (1, 4):
         model.zero_grad()
-        terms, v, _ = forward_backward(model, images, tokens,
-                                       lambda v, t: compute_losses(v, t, image_index, labels, memories, config),
-                                       chunks, "fp32", scaler)
-        results[chunks] = (float(terms["loss"].detach()), _grads(model), v)
+        loss, _, v, _ = forward_backward(model, images, tokens, lambda v, t: objective(v, t, batch), chunks, "fp32",
+                                         scaler)
+        results[chunks] = (float(loss), _grads(model), v)
     assert results[1][0] == pytest.approx(results[4][0], abs=1e-5)
     torch.testing.assert_close(results[1][2], results[4][2], atol=1e-5, rtol=0)
     for name, grad in results[1][1].items():  # same up to float summation order: 1e-5 of the largest entry
@@ -133,7 +133,7 @@ def test_resume_after_a_kill_during_a_checkpoint_write_is_exact(tiny_synth, tmp_
     config = tiny_config(tiny_synth, *CPCL, "train.epochs=3")
     full = train(config, tmp_path / "full", progress=False)
 
-    real_write = trainer_module.save_checkpoint
+    real_write = state_module.save_checkpoint
     writes = {"last": 0}
 
     def die(*args):
@@ -146,7 +146,7 @@ def test_resume_after_a_kill_during_a_checkpoint_write_is_exact(tiny_synth, tmp_
                 monkeypatch.setattr(io_module.os, "replace", die)
         return real_write(path, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", dying_write)
+    monkeypatch.setattr(state_module, "save_checkpoint", dying_write)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "stopped", progress=False)
     monkeypatch.undo()

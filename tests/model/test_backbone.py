@@ -122,10 +122,10 @@ def test_vit_b16_at_384x128_grid():
 def test_packaged_pretrained_weights_retrieve_synthpedes_zero_shot(tmp_path):
     """cpcl:synthclip-tiny loads offline and ranks an unseen SynthPedes set far above chance."""
     from cpcl.data.formats import load_annotations
-    from cpcl.data.synthetic import generate_synthpedes
+    from cpcl.data.synth import generate_synthpedes
+    from cpcl.data.transforms import Preprocess
     from cpcl.evaluation import chance_metrics
     from cpcl.evaluation.evaluate import EvalSplit
-    from cpcl.model.backbone import Preprocess
 
     generate_synthpedes(tmp_path, num_ids=40, seed=123, val_ids=1, test_ids=30, workers=1, montage=False)
     split = EvalSplit(load_annotations("cuhk-pedes", tmp_path).split("test"), build_tokenizer("cpcl-vit-tiny"),

@@ -20,7 +20,7 @@ def _config():
 
 def test_round_trip_and_export(tmp_path):
     cfg = _config()
-    model = build_model(cfg)
+    model = build_model(cfg.model)
     save_checkpoint(tmp_path / "c.pt", model, cfg, epoch=3)
     loaded, tokenizer, pre, cfg2, payload = load_checkpoint(tmp_path / "c.pt")
     assert cfg2 == cfg and payload["epoch"] == 3 and pre.image_size == (64, 32)
@@ -37,7 +37,7 @@ def test_round_trip_and_export(tmp_path):
 
 def test_interrupted_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     cfg = _config()
-    model = build_model(cfg)
+    model = build_model(cfg.model)
     path = tmp_path / "last.pt"
     save_checkpoint(path, model, cfg, epoch=1)
     before = path.read_bytes()

@@ -7,7 +7,7 @@ from tests.conftest import tiny_config
 
 def test_onnx_export_matches_pytorch(tiny_synth, tmp_path, capsys):
     config = tiny_config(tiny_synth)
-    save_checkpoint(tmp_path / "best.pt", build_model(config, pretrained=False), config, epoch=0)
+    save_checkpoint(tmp_path / "best.pt", build_model(config.model, pretrained=False), config, epoch=0)
     assert main(["export", "onnx", "--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "onnx")]) == 0
     out = capsys.readouterr().out
     assert "OK" in out

@@ -14,7 +14,7 @@ from tests.conftest import tiny_config
 def _checkpoint(root: Path, out: Path, seed: int) -> Path:
     torch.manual_seed(seed)
     config = tiny_config(root)
-    save_checkpoint(out, build_model(config, pretrained=False), config, epoch=0)
+    save_checkpoint(out, build_model(config.model, pretrained=False), config, epoch=0)
     return out
 
 

@@ -70,12 +70,12 @@ def test_visualize_writes_one_png_per_query_and_a_sheet(tiny_synth, tiny_checkpo
 
 
 def test_demo_indexes_its_test_gallery_and_draws_rankings(tiny_synth, tiny_checkpoint, tmp_path, capsys):
-    from cpcl.cli import _demo_search_assets
+    from cpcl.demo import write_search_assets
     from tests.conftest import tiny_config
 
     config = tiny_config(tiny_synth, "data.format=synth")
-    _demo_search_assets(tiny_checkpoint, config, tmp_path / "index", tmp_path / "rankings", "cpu")
-    _demo_search_assets(tiny_checkpoint, config, tmp_path / "index", tmp_path / "rankings", "cpu")  # rerun
+    write_search_assets(tiny_checkpoint, config.data, tmp_path / "index", tmp_path / "rankings", "cpu")
+    write_search_assets(tiny_checkpoint, config.data, tmp_path / "index", tmp_path / "rankings", "cpu")  # rerun
     assert (tmp_path / "rankings" / "sheet.png").is_file()
     assert main(["search", str(tmp_path / "index"), "a man in a red jacket", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["results"][0]["hits"]) == 10

@@ -1,18 +1,24 @@
-"""Pseudo identities: DBSCAN on a sparse precomputed distance graph, plus their quality diagnostics."""
+"""Pseudo identities: DBSCAN on a sparse precomputed distance graph."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from cpcl.clustering.distances import cosine_distance_graph, jaccard_distance
+from cpcl.registry import Registry
 
 log = logging.getLogger(__name__)
 
-DISTANCES = ("jaccard", "cosine")
+# cluster.distance -> (features, k1, k2, eps) -> sparse distances of every pair closer than (just above) eps
+DISTANCES: Registry[Callable[[np.ndarray, int, int, float], sp.csr_matrix]] = Registry("clustering distance")
+DISTANCES.register("jaccard", lambda x, k1, k2, eps: jaccard_distance(x, k1=k1, k2=k2,
+                                                                      max_distance=min(1.0, eps + 1e-6)))
+DISTANCES.register("cosine", lambda x, k1, k2, eps: cosine_distance_graph(x, k=k1, max_distance=min(2.0, eps + 1e-6)))
 
 
 @dataclass(frozen=True)
@@ -33,11 +39,7 @@ class ClusterResult:
 
 def distance_graph(features: np.ndarray, distance: str, k1: int, k2: int, eps: float) -> sp.csr_matrix:
     """Sparse distances of every pair closer than (just above) ``eps``; what DBSCAN needs, nothing more."""
-    if distance == "jaccard":
-        return jaccard_distance(features, k1=k1, k2=k2, max_distance=min(1.0, eps + 1e-6))
-    if distance == "cosine":
-        return cosine_distance_graph(features, k=k1, max_distance=min(2.0, eps + 1e-6))
-    raise ValueError(f"unknown clustering distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+    return DISTANCES.get(distance)(features, k1, k2, eps)
 
 
 def dbscan_labels(graph: sp.csr_matrix, eps: float, min_samples: int) -> np.ndarray:
@@ -72,35 +74,3 @@ def cluster_features(features: np.ndarray, distance: str = "jaccard", k1: int = 
     """Cluster L2-normalised ``features`` (N, D) into pseudo identities (-1 = outlier)."""
     graph = distance_graph(features, distance, k1, k2, eps)
     return summarise(dbscan_labels(graph, eps, min_samples))
-
-
-def pseudo_label_quality(pseudo: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """How well pseudo labels match hidden identities — for *reporting* only, never for training.
-
-    NMI and ARI treat each outlier as its own singleton cluster; pairwise precision/recall count pairs of
-    clustered samples that share a pseudo label / an identity.
-    """
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    pseudo = np.asarray(pseudo, dtype=np.int64)
-    truth = np.asarray(truth, dtype=np.int64)
-    singletons = pseudo.copy()
-    out_idx = np.where(pseudo < 0)[0]
-    singletons[out_idx] = pseudo.max(initial=-1) + 1 + np.arange(out_idx.size)
-    clustered = pseudo >= 0
-    same_pseudo = _pair_count(pseudo[clustered])
-    same_true = _pair_count(truth)
-    both = _pair_count(pseudo[clustered] * (truth.max(initial=0) + 1) + truth[clustered]) if clustered.any() else 0
-    return {
-        "nmi": float(normalized_mutual_info_score(truth, singletons)),
-        "ari": float(adjusted_rand_score(truth, singletons)),
-        "pair_precision": float(both / same_pseudo) if same_pseudo else 0.0,
-        "pair_recall": float(both / same_true) if same_true else 0.0,
-    }
-
-
-def _pair_count(labels: np.ndarray) -> int:
-    if labels.size == 0:
-        return 0
-    _, counts = np.unique(labels, return_counts=True)
-    return int((counts * (counts - 1) // 2).sum())

@@ -3,24 +3,22 @@
 Each parser reads every record, collects every problem (missing key, wrong type, empty caption,
 missing image) with the file and record index, and returns :class:`Annotations`. ``load_annotations``
 raises :class:`DatasetError` when there is any problem; ``cpcl data check`` lists them all instead.
+Parsers are registered in :data:`FORMATS` under the name ``--format`` / ``data.format`` takes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cpcl.data.records import Annotations, DatasetError, ImageRecord, Problem, normalise_split
+from cpcl.registry import Registry
 
-# format name -> (dataset folder name, candidate annotation file names, image path key)
-_LIST_FORMATS: dict[str, tuple[str, tuple[str, ...], str]] = {
-    "cuhk-pedes": ("CUHK-PEDES", ("reid_raw.json",), "file_path"),
-    "icfg-pedes": ("ICFG-PEDES", ("ICFG-PEDES.json", "ICFG_PEDES.json"), "file_path"),
-    "rstpreid": ("RSTPReid", ("data_captions.json",), "img_path"),
-}
-FORMATS = (*_LIST_FORMATS, "jsonl")
+Parser = Callable[[Path, bool], Annotations]  # (root, check that image files exist) -> annotations
+FORMATS: Registry[Parser] = Registry("dataset format")
 
 
 def _locate(root: Path, folder: str, names: tuple[str, ...]) -> Path:
@@ -62,11 +60,30 @@ def _check_captions(value: Any, where: str, problems: list[Problem]) -> tuple[st
     return tuple(out)
 
 
-def _parse_list_format(name: str, root: Path, check_files: bool) -> Annotations:
-    folder, names, path_key = _LIST_FORMATS[name]
-    ann_file = _locate(root, folder, names)
+@dataclass(frozen=True)
+class ListFormat:
+    """A benchmark's JSON list of records: its folder, candidate file names and the key of the image path."""
+
+    name: str
+    folder: str
+    files: tuple[str, ...]
+    path_key: str
+
+    def __call__(self, root: Path, check_files: bool) -> Annotations:
+        return _parse_list_format(self, root, check_files)
+
+
+for _format in (ListFormat("cuhk-pedes", "CUHK-PEDES", ("reid_raw.json",), "file_path"),
+                ListFormat("icfg-pedes", "ICFG-PEDES", ("ICFG-PEDES.json", "ICFG_PEDES.json"), "file_path"),
+                ListFormat("rstpreid", "RSTPReid", ("data_captions.json",), "img_path")):
+    FORMATS.register(_format.name, _format)
+
+
+def _parse_list_format(fmt: ListFormat, root: Path, check_files: bool) -> Annotations:
+    path_key = fmt.path_key
+    ann_file = _locate(root, fmt.folder, fmt.files)
     image_root = ann_file.parent / "imgs"
-    result = Annotations(name=name, annotation_file=ann_file, image_root=image_root)
+    result = Annotations(name=fmt.name, annotation_file=ann_file, image_root=image_root)
     try:
         data = json.loads(ann_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -101,6 +118,7 @@ def _parse_list_format(name: str, root: Path, check_files: bool) -> Annotations:
     return result
 
 
+@FORMATS.register("jsonl")
 def _parse_jsonl(root: Path, check_files: bool) -> Annotations:
     ann_file = root if root.is_file() else root / "annotations.jsonl"
     if not ann_file.is_file():
@@ -161,12 +179,7 @@ def _parse_jsonl(root: Path, check_files: bool) -> Annotations:
 
 def read_annotations(fmt: str, root: str | Path, check_files: bool = True) -> Annotations:
     """Parse a dataset, collecting every problem instead of stopping at the first."""
-    root = Path(root)
-    if fmt == "jsonl":
-        return _parse_jsonl(root, check_files)
-    if fmt in _LIST_FORMATS:
-        return _parse_list_format(fmt, root, check_files)
-    raise ValueError(f"unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return FORMATS.get(fmt)(Path(root), check_files)
 
 
 def load_annotations(fmt: str, root: str | Path) -> Annotations:

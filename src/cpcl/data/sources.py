@@ -10,7 +10,7 @@ from pathlib import Path
 from cpcl.config import DataConfig, SynthConfig
 from cpcl.data.formats import load_annotations
 from cpcl.data.records import Annotations
-from cpcl.data.synthetic import GENERATOR_VERSION, generate_synthpedes
+from cpcl.data.synth import GENERATOR_VERSION, generate_synthpedes
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,31 @@
-"""Image transforms of the field: resize, flip, pad + random crop, random erasing; CLIP mean/std."""
+"""What an image goes through before the model: the preprocessing that travels with the weights, and the
+field's transforms (resize, flip, pad + random crop, random erasing; CLIP mean/std)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from PIL import Image
 from torchvision import transforms as T
 
-from cpcl.config import AugmentConfig
-from cpcl.model.backbone import Preprocess
+from cpcl.config import AugmentConfig, ModelConfig
+
+# OpenAI CLIP's normalisation (open_clip.OPENAI_DATASET_MEAN / _STD; a test keeps them equal)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """What an image must go through before the model; travels with the weights."""
+
+    image_size: tuple[int, int]  # (height, width)
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+    @classmethod
+    def of(cls, model: ModelConfig) -> Preprocess:
+        return cls(image_size=tuple(model.image_size))
 
 
 class ResizeIfNeeded:

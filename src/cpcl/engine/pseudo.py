@@ -1,11 +1,10 @@
-"""Before each epoch: extract features in a fixed order, cluster each modality, mine outliers, rebuild
-the prototype memories. Pseudo labels are keyed by dataset index (image index / caption index)."""
+"""Before each epoch: extract features in a fixed order, cluster each modality, mine outliers. Pseudo labels
+are keyed by dataset index (image index / caption index); the objective rebuilds its memories from them."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,12 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from cpcl.clustering.outliers import MiningResult, mine_outliers
-from cpcl.clustering.pseudo_labels import cluster_features, pseudo_label_quality, relabel, summarise
-from cpcl.config import Config
+from cpcl.clustering.outliers import mine_outliers
+from cpcl.clustering.pseudo_labels import cluster_features, relabel, summarise
+from cpcl.config import ClusterConfig, OplmConfig
 from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.engine.distributed import SINGLE, DistInfo, broadcast_object, gather_in_order
-from cpcl.engine.steps import Memories
+from cpcl.evaluation.diagnostics import pseudo_label_quality, recovery_purity
 from cpcl.model.encode import encode_images, encode_texts
 from cpcl.model.retrieval_model import RetrievalModel
 
@@ -72,43 +71,39 @@ def extract_features(model: RetrievalModel, train_set: TrainPairs, image_set: Im
                                                                                  len(train_set.tokens), dist)
 
 
-def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: ImageSet, memories: Memories,
-                       config: Config, device: torch.device, supervised_ids: np.ndarray | None = None,
-                       report_ids: np.ndarray | None = None, progress: bool = False,
-                       dist: DistInfo = SINGLE) -> EpochLabels:
-    """Pseudo labels for the coming epoch and the memories rebuilt from them.
+def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: ImageSet, cluster: ClusterConfig,
+                       oplm: OplmConfig, device: torch.device, batch_size: int,
+                       supervised_ids: np.ndarray | None = None, report_ids: np.ndarray | None = None,
+                       progress: bool = False, dist: DistInfo = SINGLE):
+    """Pseudo labels for the coming epoch -> ``(labels, image_features, text_features)``.
 
-    ``supervised_ids`` (N_img,) replaces clustering by the true identities — the supervised upper bound
-    only. ``report_ids`` (N_img,) are used for the quality diagnostics and nothing else. A degenerate
-    clustering (no cluster, one giant cluster) comes back with ``usable=False`` and a warning. Under
-    distributed training the extraction is sharded, rank 0 clusters, and every rank gets its labels.
+    The features (``(N_img, D)`` and ``(N_cap, D)``, dataset order, on the CPU) are those the labels were
+    computed on. ``supervised_ids`` (N_img,) replaces clustering by the true identities — the supervised
+    upper bound only. ``report_ids`` (N_img,) are used for the quality diagnostics and nothing else. A
+    degenerate clustering (no cluster, one giant cluster) comes back with ``usable=False`` and a warning.
+    Under distributed training the extraction is sharded, rank 0 clusters, and every rank gets its labels.
     """
     t0 = time.perf_counter()
-    f_img, f_txt = extract_features(model, train_set, image_set, device, config.train.eval_batch_size, dist,
-                                    progress)
+    f_img, f_txt = extract_features(model, train_set, image_set, device, batch_size, dist, progress)
     time_extract = time.perf_counter() - t0
     labels = None
     if dist.is_main:
-        labels = _cluster(f_img, f_txt, train_set.caption_to_image, config, supervised_ids, report_ids)
+        labels = _cluster(f_img, f_txt, train_set.caption_to_image, cluster, oplm, supervised_ids, report_ids)
         labels.stats["time_extract"] = time_extract
-    labels = broadcast_object(labels, dist)
-    if labels.usable:
-        memories.image.reset(f_img.to(device), labels.image.to(device))
-        memories.text.reset(f_txt.to(device), labels.text.to(device))
-    return labels
+    return broadcast_object(labels, dist), f_img, f_txt
 
 
-def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, config: Config,
-             supervised_ids: np.ndarray | None, report_ids: np.ndarray | None) -> EpochLabels:
+def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, cluster: ClusterConfig,
+             oplm: OplmConfig, supervised_ids: np.ndarray | None, report_ids: np.ndarray | None) -> EpochLabels:
     stats: dict[str, Any] = {}
     t1 = time.perf_counter()
     if supervised_ids is not None:
         y_img = relabel(supervised_ids)
         y_txt = y_img[owner.numpy()]
     else:
-        c = config.cluster
-        feats_img, feats_txt = _fuse(f_img, f_txt, owner) if c.fuse_modalities else (f_img, f_txt)
-        kwargs = dict(distance=c.distance, k1=c.k1, k2=c.k2, eps=c.eps, min_samples=c.min_samples)
+        feats_img, feats_txt = _fuse(f_img, f_txt, owner) if cluster.fuse_modalities else (f_img, f_txt)
+        kwargs = dict(distance=cluster.distance, k1=cluster.k1, k2=cluster.k2, eps=cluster.eps,
+                      min_samples=cluster.min_samples)
         y_img = cluster_features(feats_img.numpy(), **kwargs).labels
         y_txt = cluster_features(feats_txt.numpy(), **kwargs).labels
     stats["time_cluster"] = time.perf_counter() - t1
@@ -116,41 +111,20 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, conf
         s = summarise(y)
         stats[f"{name}_clusters"] = s.num_clusters
         stats[f"{name}_outliers"] = s.outlier_fraction
-    if config.oplm.enabled and supervised_ids is None:
-        mined = mine_outliers(y_img, y_txt, f_img.numpy(), f_txt.numpy(), owner.numpy(), config.oplm.threshold)
+    if oplm.enabled and supervised_ids is None:
+        mined = mine_outliers(y_img, y_txt, f_img.numpy(), f_txt.numpy(), owner.numpy(), oplm.threshold)
         stats["image_recovered"] = int(mined.image_recovered.size)
         stats["text_recovered"] = int(mined.text_recovered.size)
         if report_ids is not None:
-            stats.update(_recovery_purity(mined, report_ids, owner.numpy()))
+            stats.update(recovery_purity(mined, report_ids, owner.numpy()))
         y_img, y_txt = mined.image_labels, mined.text_labels
     if report_ids is not None:
         stats.update({f"image_{k}": v for k, v in pseudo_label_quality(y_img, report_ids).items()})
         stats.update({f"text_{k}": v for k, v in pseudo_label_quality(y_txt, report_ids[owner.numpy()]).items()})
     for name, y in (("image", y_img), ("text", y_txt)):
-        reason = summarise(y).degenerate(config.cluster.max_cluster_fraction)
+        reason = summarise(y).degenerate(cluster.max_cluster_fraction)
         if reason and supervised_ids is None:
             log.warning("%s clustering is degenerate (%s): this epoch trains the instance loss only", name, reason)
             stats["degenerate"] = f"{name}: {reason}"
             return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False)
     return EpochLabels(torch.as_tensor(y_img, dtype=torch.long), torch.as_tensor(y_txt, dtype=torch.long), stats)
-
-
-def _recovery_purity(mined: MiningResult, ids: np.ndarray, owner: np.ndarray) -> dict[str, float]:
-    """Share of recovered outliers whose new cluster's other members are mostly their own identity."""
-    out = {}
-    for name, rec, new, truth in (("image", mined.image_recovered, mined.image_labels, ids),
-                                  ("text", mined.text_recovered, mined.text_labels, ids[owner])):
-        if rec.size == 0:
-            continue
-        counts: dict[int, dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        for label, person in zip(new.tolist(), truth.tolist(), strict=True):
-            if label >= 0:
-                counts[label][person] += 1
-        hits = 0
-        for idx in rec.tolist():
-            members = counts[int(new[idx])]
-            own = members[int(truth[idx])] - 1  # the other members of its identity
-            others = max((n for person, n in members.items() if person != truth[idx]), default=0)
-            hits += int(own > 0 and own >= others)
-        out[f"{name}_recovered_purity"] = hits / rec.size
-    return out

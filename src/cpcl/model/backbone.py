@@ -20,7 +20,6 @@ import contextlib
 import logging
 import warnings
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import open_clip
@@ -35,8 +34,6 @@ ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 BUILTIN_WEIGHTS = {
     "synthclip-tiny": ("cpcl-vit-tiny", ASSET_DIR / "synthclip_tiny.pt"),
 }
-CLIP_MEAN = tuple(open_clip.OPENAI_DATASET_MEAN)
-CLIP_STD = tuple(open_clip.OPENAI_DATASET_STD)
 _JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 _archs_registered = False
@@ -44,15 +41,6 @@ _archs_registered = False
 
 class WeightsError(RuntimeError):
     """Weights could not be loaded into the requested architecture."""
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """What an image must go through before the model; travels with the weights."""
-
-    image_size: tuple[int, int]  # (height, width)
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
 
 
 def _register_archs() -> None:

@@ -11,9 +11,10 @@ from typing import Any
 
 import torch
 
-from cpcl.config import Config, config_from_dict
-from cpcl.data.io import atomic_write_bytes
-from cpcl.model.backbone import Preprocess, build_clip, build_tokenizer
+from cpcl.config import Config, ModelConfig, config_from_dict
+from cpcl.data.transforms import Preprocess
+from cpcl.io import atomic_write_bytes
+from cpcl.model.backbone import build_clip, build_tokenizer
 from cpcl.model.retrieval_model import RetrievalModel
 
 CHECKPOINT_FORMAT = "cpcl-checkpoint"
@@ -45,29 +46,24 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def build_model(config: Config, pretrained: str | None | bool = True) -> RetrievalModel:
-    """The retrieval model a config describes; ``pretrained=False`` skips loading its weights."""
-    weights = config.model.pretrained if pretrained is True else (pretrained or None)
-    clip = build_clip(config.model.arch, config.model.image_size, weights)
-    return RetrievalModel(clip)
-
-
-def preprocess_of(config: Config) -> Preprocess:
-    return Preprocess(image_size=tuple(config.model.image_size))
+def build_model(model: ModelConfig, pretrained: str | None | bool = True) -> RetrievalModel:
+    """The retrieval model ``model`` describes; ``pretrained=False`` skips loading its weights."""
+    weights = model.pretrained if pretrained is True else (pretrained or None)
+    return RetrievalModel(build_clip(model.arch, model.image_size, weights))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
     """Rebuild the model of a checkpoint -> ``(model, tokenizer, preprocess, config, payload)``."""
     payload = read_checkpoint(path)
     config = config_from_dict(payload["config"])
-    model = build_model(config, pretrained=False)
+    model = build_model(config.model, pretrained=False)
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match {config.model.arch} "
                               f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
     model.to(device).eval()
     tokenizer = build_tokenizer(config.model.arch, config.model.context_length)
-    return model, tokenizer, preprocess_of(config), config, payload
+    return model, tokenizer, Preprocess.of(config.model), config, payload
 
 
 def export_clip_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:

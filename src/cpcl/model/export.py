@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpcl.data.io import atomic_write_text
+from cpcl.io import atomic_write_text
 from cpcl.model.checkpoint import load_checkpoint
 from cpcl.model.retrieval_model import RetrievalModel
 

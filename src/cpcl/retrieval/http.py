@@ -20,8 +20,8 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from cpcl import __version__
 from cpcl.retrieval.service import EXAMPLE_QUERIES, MAX_K, MAX_QUERY_CHARS, QueryError, SearchService
+from cpcl.version import __version__
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 

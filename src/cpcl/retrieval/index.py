@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cpcl.data.io import atomic_write_text
+from cpcl.io import atomic_write_text
+from cpcl.retrieval.kinds import INDEX_KINDS, IndexKind
 
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "cpcl-index"
 INDEX_VERSION = 1
-KINDS = ("exact", "ivf", "ivf-sq8")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 _EXACT_CHUNK = 1 << 18  # gallery rows per matrix product: bounds the (chunk, Q) score block
 
@@ -126,24 +126,14 @@ def default_nlist(count: int) -> int:
     return max(1, min(int(math.sqrt(count)), count // 39))
 
 
-def _build_faiss(kind: str, embeddings: np.ndarray, nlist: int, seed: int = 0):
-    import faiss
-
-    dim = embeddings.shape[1]
-    quantizer = faiss.IndexFlatIP(dim)
-    if kind == "ivf":
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    else:
-        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                              faiss.METRIC_INNER_PRODUCT)
+def _build_faiss(kind: IndexKind, embeddings: np.ndarray, nlist: int, seed: int = 0):
+    index = kind.make_faiss(embeddings.shape[1], nlist)
     # k-means on a sample: 64 points per list is plenty and keeps training cheap on a million vectors
     sample = embeddings
     if len(embeddings) > 64 * nlist:
         rows = np.random.default_rng(seed).choice(len(embeddings), 64 * nlist, replace=False)
         sample = embeddings[np.sort(rows)]
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    index.own_fields = True
-    quantizer.this.disown()
     _faiss_add(index, embeddings)
     return index
 
@@ -209,8 +199,7 @@ class GalleryIndex:
     def create(cls, directory: str | Path, root: str | Path, embeddings: np.ndarray, image_paths: Sequence[Path],
                model: dict, kind: str = "exact", nlist: int | None = None, nprobe: int = 16) -> GalleryIndex:
         """Write a new index. ``model`` = ``{"fingerprint", "checkpoint", "arch", "embed_dim"}``."""
-        if kind not in KINDS:
-            raise GalleryIndexError(f"unknown index kind {kind!r} (choose from {', '.join(KINDS)})")
+        index_kind = INDEX_KINDS.get(kind)
         directory, root = Path(directory), Path(root).resolve()
         check_new_index_dir(directory)
         embeddings = _check_embeddings(embeddings, len(image_paths))
@@ -220,9 +209,9 @@ class GalleryIndex:
         manifest = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "generation": 0, "root": str(root),
                     "kind": kind, "model": dict(model), "dim": int(embeddings.shape[1]), "nprobe": int(nprobe)}
         faiss_index = None
-        if kind != "exact":
+        if not index_kind.exact:
             manifest["nlist"] = int(nlist or default_nlist(len(paths)))
-            faiss_index = _build_faiss(kind, embeddings, manifest["nlist"])
+            faiss_index = _build_faiss(index_kind, embeddings, manifest["nlist"])
         index = cls(directory, manifest, embeddings, paths, faiss_index)
         index._save()
         return index
@@ -240,7 +229,10 @@ class GalleryIndex:
         if manifest.get("format") != INDEX_FORMAT or manifest.get("version") != INDEX_VERSION:
             raise GalleryIndexError(f"{manifest_path}: not a {INDEX_FORMAT} v{INDEX_VERSION} manifest")
         files = _generation_files(directory, manifest["generation"])
-        exact = manifest["kind"] == "exact"
+        if manifest.get("kind") not in INDEX_KINDS:
+            raise GalleryIndexError(f"{manifest_path}: unknown index kind {manifest.get('kind')!r} "
+                                    f"(this cpcl knows {', '.join(INDEX_KINDS.names())})")
+        exact = INDEX_KINDS.get(manifest["kind"]).exact
         try:
             # stored Fortran-ordered, so no copy; an IVF index searches its own codes, and the embeddings are
             # only read (mapped, not loaded) when images are added

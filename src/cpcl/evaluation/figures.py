@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from cpcl.data.datasets import read_image
-from cpcl.data.io import atomic_save
+from cpcl.io import atomic_save
 
 GREEN = (22, 163, 74)
 RED = (220, 38, 38)

@@ -3,7 +3,7 @@ import json
 import numpy as np
 
 from cpcl.data.formats import load_annotations
-from cpcl.data.synthetic import generate_synthpedes, random_identity, render_image, write_caption
+from cpcl.data.synth import generate_synthpedes, random_identity, render_image, write_caption
 
 
 def test_cuhk_format_and_identity_splits(tiny_synth):
@@ -50,7 +50,7 @@ def test_image_size_and_viewpoint_dependent_captions():
 
 
 def test_street_annotators_use_their_own_words(tmp_path):
-    from cpcl.data.synthetic import _STREET_PATTERN, STREET_VOCABULARY
+    from cpcl.data.synth.captions import _STREET_PATTERN, STREET_VOCABULARY
 
     street = generate_synthpedes(tmp_path / "s", num_ids=10, seed=2, height=64, width=32, val_ids=1, test_ids=1,
                                  workers=1, montage=False, domain="street")

@@ -1,0 +1,83 @@
+"""What a run shows a person: the per-epoch log line, the results table and the training curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cpcl.io import atomic_save
+
+METRIC_COLUMNS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mAP", "mAP"), ("mINP", "mINP"),
+                  ("rSum", "rSum"))
+
+
+def epoch_summary(row: dict[str, Any]) -> str:
+    """One log line for an epoch's row of ``metrics.jsonl``."""
+    val = f", val R1 {row['val']['rank1']:.2f} mAP {row['val']['mAP']:.2f}" if "val" in row else ""
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in row["time"].items())
+    return (f"epoch {row['epoch']}: loss {row['loss']:.4f}, {row['pairs_per_s']:.0f} pairs/s{val}"
+            f"{_pseudo_summary(row.get('pseudo'))}; time {times}")
+
+
+def _pseudo_summary(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return ""
+    text = (f"; clusters img {stats['image_clusters']} txt {stats['text_clusters']}, outliers img "
+            f"{100 * stats['image_outliers']:.0f}% txt {100 * stats['text_outliers']:.0f}%")
+    if "image_recovered" in stats:
+        text += f", OPLM recovered img {stats['image_recovered']} txt {stats['text_recovered']}"
+    if "image_pair_precision" in stats:
+        text += (f", pair precision img {100 * stats['image_pair_precision']:.0f}% "
+                 f"txt {100 * stats['text_pair_precision']:.0f}%")
+    return text
+
+
+def results_table(rows: dict[str, dict[str, Any]], title: str = "") -> str:
+    """A Markdown table of retrieval metrics, one row per model."""
+    head = ("| model | " + " | ".join(name for _, name in METRIC_COLUMNS) + " |\n|---|"
+            + "---:|" * len(METRIC_COLUMNS) + "\n")
+    body = "".join(f"| {name} | " + " | ".join(f"{m[key]:.2f}" for key, _ in METRIC_COLUMNS) + " |\n"
+                   for name, m in rows.items())
+    return (f"{title}\n\n" if title else "") + head + body
+
+
+def plot_curves(history: list[dict[str, Any]], zero_shot: dict[str, Any] | None, path: Path) -> None:
+    """Loss, val R1/mAP and (when clustering) pseudo-label statistics per epoch, as a PNG."""
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pseudo_rows = [r for r in history if r.get("pseudo") and "image_clusters" in r["pseudo"]]
+    fig, axes = plt.subplots(1, 3 if pseudo_rows else 2, figsize=(15 if pseudo_rows else 10, 3.6))
+    ax_loss, ax_val = axes[0], axes[1]
+    epochs = [r["epoch"] for r in history]
+    ax_loss.plot(epochs, [r["loss"] for r in history], marker="o")
+    ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    val_rows = [r for r in history if "val" in r]
+    if val_rows:
+        ve = [r["epoch"] for r in val_rows]
+        for key in ("rank1", "mAP"):
+            start = [zero_shot[key]] if zero_shot else []
+            ax_val.plot(([0] if zero_shot else []) + ve, start + [r["val"][key] for r in val_rows], marker="o",
+                        label=key)
+        ax_val.set(xlabel="epoch", ylabel="%", title="val retrieval")
+        ax_val.legend()
+    if pseudo_rows:
+        ax = axes[2]
+        pe = [r["epoch"] for r in pseudo_rows]
+        for key, style in (("image_outliers", "-"), ("text_outliers", "--"), ("image_pair_precision", "-"),
+                           ("text_pair_precision", "--")):
+            if key in pseudo_rows[0]["pseudo"]:
+                ax.plot(pe, [100 * r["pseudo"].get(key, float("nan")) for r in pseudo_rows], style, marker="o",
+                        label=key.replace("_", " "))
+        ax.set(xlabel="epoch", ylabel="%", title="pseudo labels (precision: held-out ids, report only)")
+        twin = ax.twinx()
+        twin.plot(pe, [r["pseudo"]["image_clusters"] for r in pseudo_rows], ":", color="k", label="image clusters")
+        twin.set_ylabel("clusters")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)

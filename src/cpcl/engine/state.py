@@ -1,0 +1,104 @@
+"""Everything a run needs to continue after a stop: what ``last.pt`` holds and ``--resume`` restores."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cpcl.config import Config
+from cpcl.engine.objective import Objective
+from cpcl.model.checkpoint import read_checkpoint, save_checkpoint
+from cpcl.model.retrieval_model import RetrievalModel
+
+
+@dataclass
+class RunState:
+    """The model, its optimiser, schedule, loss scaler and objective, and the run's own bookkeeping.
+
+    ``epoch`` is the last completed epoch; ``history`` its rows of ``metrics.jsonl``; ``test_reference`` the
+    chance and zero-shot test rows computed before training. :meth:`state_dict` adds the random states of
+    every generator the run draws from, so that a resumed run continues exactly as the uninterrupted one.
+    """
+
+    model: RetrievalModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    objective: Objective
+    epoch: int = 0
+    best_score: float = -math.inf
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    zero_shot_val: dict[str, Any] | None = None
+    test_reference: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpoint entries besides the model weights (which every checkpoint holds)."""
+        labels = self.objective.labels  # the epoch's pseudo labels, kept for inspection; not restored
+        run = {"best_score": self.best_score, "best_epoch": self.best_epoch, "history": self.history,
+               "zero_shot_val": self.zero_shot_val, "zero_shot_row": zero_shot_row(self.zero_shot_val),
+               "test_reference": dict(self.test_reference), **self.objective.state_dict(),
+               "labels": None if labels is None else {"image": labels.image, "text": labels.text},
+               "rng": rng_state()}
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "run": run}
+
+    def load_state_dict(self, payload: dict[str, Any]) -> None:
+        """Restore from a ``last.pt`` payload (model weights included) and the random states it holds."""
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.scaler.load_state_dict(payload["scaler"])
+        run = payload["run"]
+        self.objective.load_state_dict(run)
+        self.epoch = payload["epoch"]
+        self.best_score, self.best_epoch, self.history = run["best_score"], run["best_epoch"], run["history"]
+        self.zero_shot_val = run["zero_shot_val"]
+        self.test_reference = dict(run["test_reference"])
+        set_rng_state(run["rng"])
+
+    def save(self, path: Path, config: Config, val: dict[str, Any] | None) -> None:
+        """Write the state as a checkpoint, atomically."""
+        save_checkpoint(path, self.model, config, epoch=self.epoch, val=val, **self.state_dict())
+
+    def metrics_rows(self) -> list[dict[str, Any]]:
+        """``metrics.jsonl`` as of this state: the zero-shot row, then one row per completed epoch."""
+        return [zero_shot_row(self.zero_shot_val), *self.history]
+
+
+def zero_shot_row(zero_shot_val: dict[str, Any] | None) -> dict[str, Any]:
+    return {"epoch": 0, "val": zero_shot_val}
+
+
+def read_resume_state(out: Path) -> dict[str, Any]:
+    """The ``last.pt`` payload of the run in ``out``, checked to hold a training state."""
+    path = out / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume {out}: no last.pt (no epoch of this run has completed)")
+    payload = read_checkpoint(path)
+    if "run" not in payload:
+        raise ValueError(f"{path} holds no training state to resume from (written by an older cpcl?)")
+    return payload
+
+
+def rng_state() -> dict[str, Any]:
+    """Every generator a run draws from, at an epoch boundary (the DataLoader seeds its workers from torch's)."""
+    np_state = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
