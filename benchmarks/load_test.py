@@ -15,44 +15,20 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
 from pathlib import Path
 
 import numpy as np
+from report import command, machine, markdown_table, write_results
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from cpcl.retrieval.launch import serve_in_subprocess
 
 
 def _captions(annotations: Path, limit: int = 500) -> list[str]:
     records = json.loads(annotations.read_text())
     return [c for r in records if r.get("split") == "test" for c in r["captions"]][:limit]
-
-
-def _wait(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"cpcl serve exited:\n{proc.stdout.read()}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("cpcl serve did not come up")
 
 
 def run_load(port: int, queries: list[str], requests: int, concurrency: int, k: int) -> dict:
@@ -111,32 +87,20 @@ def main() -> None:
     args = parser.parse_args()
 
     queries = _captions(Path(args.annotations))
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cpcl", "serve", args.index, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        _wait(port, proc)
-        run_load(port, queries, 20, 4, args.k)  # warm-up
-        results = [run_load(port, queries, args.requests, c, args.k) for c in args.concurrency]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serve_in_subprocess(args.index) as server:
+        run_load(server.port, queries, 20, 4, args.k)  # warm-up
+        results = [run_load(server.port, queries, args.requests, c, args.k) for c in args.concurrency]
     index_info = json.loads((Path(args.index) / "index.json").read_text())
     info = {"index": args.index, "gallery": index_info["count"], "kind": index_info["kind"],
-            "arch": index_info["model"]["arch"], "cpus": os.cpu_count()}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "load_test.json").write_text(json.dumps({**info, "runs": results}, indent=2) + "\n")
-    text = (f"# Load test of `cpcl serve`\n\n`python benchmarks/load_test.py {' '.join(sys.argv[1:])}`: "
-            f"{info['gallery']} images ({info['kind']}, {info['arch']}), k = {args.k}, client and server on the "
-            f"same {os.cpu_count()}-core machine.\n\n"
-            "| requests | concurrency | errors | p50 | p90 | p99 | max | throughput |\n"
-            "|---|---|---|---|---|---|---|---|\n")
-    for r in results:
-        text += (f"| {r['requests']} | {r['concurrency']} | {r['errors']} | {r['p50_ms']:.1f} ms "
-                 f"| {r['p90_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['max_ms']:.1f} ms "
-                 f"| {r['requests_per_s']:.1f} req/s |\n")
-    (RESULTS / "load_test.md").write_text(text)
-    print(text)
+            "arch": index_info["model"]["arch"], "machine": machine()}
+    table = markdown_table(
+        ["requests", "concurrency", "errors", "p50", "p90", "p99", "max", "throughput"],
+        [[r["requests"], r["concurrency"], r["errors"], f"{r['p50_ms']:.1f} ms", f"{r['p90_ms']:.1f} ms",
+          f"{r['p99_ms']:.1f} ms", f"{r['max_ms']:.1f} ms", f"{r['requests_per_s']:.1f} req/s"] for r in results])
+    write_results("load_test", {**info, "runs": results},
+                  f"# Load test of `cpcl serve`\n\n`{command()}`: {info['gallery']} images ({info['kind']}, "
+                  f"{info['arch']}), k = {args.k}, client and server on the same machine ({info['machine']}).\n\n"
+                  + table)
     for r in results:
         if r["errors"]:
             print(f"concurrency {r['concurrency']}, first errors:", *r["first_errors"], sep="\n  ")

@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
+from report import command, machine, markdown_table, write_results
+
 CAPTIONS = [
     "a man in a black jacket and blue jeans",
     "a woman wearing a red dress and carrying a black bag",
@@ -216,27 +217,24 @@ def _child(args: list[str]) -> list[dict]:
 
 
 def _table(results: dict) -> str:
-    lines = ["| text model | gallery | kind | build (vectors/s) | disk | index in memory | encode p50 "
-             "| search p50 / p99 | **encode + search p50 / p99** | recall@10 vs exact |", "|" + "---|" * 10]
-    for r in results["search"]:
-        recall = "exact" if r["kind"] == "exact" else f"{r['recall_at_10_vs_exact']:.3f}"
-        kind = r["kind"] + (f" (nlist {r['nlist']}, nprobe {r['nprobe']})" if r["nlist"] else "")
-        lines.append(f"| {r['text_model']} ({r['dim']}-d) | {r['size']:,} | {kind} "
-                     f"| {r['build_vectors_per_s']:,.0f} ({r['build_s']:.1f} s) "
-                     f"| {r['disk_mb']:.0f} MB | {r['index_rss_mb']:.0f} MB | {r['encode']['p50_ms']:.1f} ms "
-                     f"| {r['search']['p50_ms']:.2f} / {r['search']['p99_ms']:.2f} ms "
-                     f"| **{r['total']['p50_ms']:.1f} / {r['total']['p99_ms']:.1f} ms** | {recall} |")
-    lines += ["", "Recall@10 against exact search on real embeddings (the demo's CPCL model on an unseen "
-              "SynthPedes gallery, queried by its captions):", "",
-              "| gallery | kind | nlist | nprobe | recall@10 |", "|---|---|---|---|---|"]
-    for r in results["real"]:
-        lines.append(f"| {r['gallery']:,} x {r['dim']}-d | {r['kind']} | {r['nlist']} | {r['nprobe']} "
-                     f"| {r['recall_at_10_vs_exact']:.3f} |")
-    lines += ["", "| image encoding (`cpcl index build`) | input | images | images/s |", "|---|---|---|---|"]
-    for r in results["encode"]:
-        lines.append(f"| {r['arch']} | {r['image_size'][0]}x{r['image_size'][1]} PNG | {r['images']} "
-                     f"| {r['images_per_s']:.1f} |")
-    return "\n".join(lines)
+    search = markdown_table(
+        ["text model", "gallery", "kind", "build (vectors/s)", "disk", "index in memory", "encode p50",
+         "search p50 / p99", "**encode + search p50 / p99**", "recall@10 vs exact"],
+        [[f"{r['text_model']} ({r['dim']}-d)", f"{r['size']:,}",
+          r["kind"] + (f" (nlist {r['nlist']}, nprobe {r['nprobe']})" if r["nlist"] else ""),
+          f"{r['build_vectors_per_s']:,.0f} ({r['build_s']:.1f} s)", f"{r['disk_mb']:.0f} MB",
+          f"{r['index_rss_mb']:.0f} MB", f"{r['encode']['p50_ms']:.1f} ms",
+          f"{r['search']['p50_ms']:.2f} / {r['search']['p99_ms']:.2f} ms",
+          f"**{r['total']['p50_ms']:.1f} / {r['total']['p99_ms']:.1f} ms**",
+          "exact" if r["kind"] == "exact" else f"{r['recall_at_10_vs_exact']:.3f}"] for r in results["search"]])
+    real = markdown_table(["gallery", "kind", "nlist", "nprobe", "recall@10"],
+                          [[f"{r['gallery']:,} x {r['dim']}-d", r["kind"], r["nlist"], r["nprobe"],
+                            f"{r['recall_at_10_vs_exact']:.3f}"] for r in results["real"]])
+    encode = markdown_table(["image encoding (`cpcl index build`)", "input", "images", "images/s"],
+                            [[r["arch"], f"{r['image_size'][0]}x{r['image_size'][1]} PNG", r["images"],
+                              f"{r['images_per_s']:.1f}"] for r in results["encode"]])
+    return (f"{search}\n\nRecall@10 against exact search on real embeddings (the demo's CPCL model on an unseen "
+            f"SynthPedes gallery, queried by its captions):\n\n{real}\n\n{encode}")
 
 
 def main() -> None:
@@ -271,15 +269,11 @@ def main() -> None:
         for n in args.sizes:
             results["search"] += _child(["size", str(n), model, str(args.queries),
                                          ",".join(map(str, args.nprobe)), *args.kinds])
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "search_latency.json").write_text(json.dumps(results, indent=2) + "\n")
-    text = (f"# Search latency and index build\n\n{os.cpu_count()} CPU cores, "
-            f"{args.queries} queries one at a time, `python benchmarks/search_latency.py {' '.join(sys.argv[1:])}`. "
-            "Encode = the text tower on one caption (ViT-B/16, "
-            "512-d, random weights; or the demo's small model, 256-d); search = top-10 in a gallery of "
-            "that dimension. Target: 1M gallery p50 <= 50 ms.\n\n" + _table(results) + "\n")
-    (RESULTS / "search_latency.md").write_text(text)
-    print(text)
+    write_results("search_latency", results,
+                  f"# Search latency and index build\n\n{machine()}, {args.queries} queries one at a time, "
+                  f"`{command()}`. Encode = the text tower on one caption (ViT-B/16, 512-d, random weights; or the "
+                  "demo's small model, 256-d); search = top-10 in a gallery of that dimension. Target: 1M gallery "
+                  "p50 <= 50 ms.\n\n" + _table(results))
 
 
 if __name__ == "__main__":

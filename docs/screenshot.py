@@ -8,11 +8,6 @@ Needs Debian's chromium and chromium-driver (`make browser`) and selenium (insta
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 
@@ -26,45 +21,38 @@ def main() -> None:
 
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "cpcl", "serve", args.index, "--port", str(port)])
-    url = f"http://127.0.0.1:{port}"
+    from cpcl.retrieval.launch import serve_in_subprocess
+
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1280,720"):
         options.add_argument(flag)
-    driver = None
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+    with serve_in_subprocess(args.index) as server:
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-        driver.get(url + "/")
-        wait = WebDriverWait(driver, 30)
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#examples button.example"))
-        driver.find_element(By.ID, "query").send_keys(args.query)
-        driver.find_element(By.CSS_SELECTOR, "select#k").send_keys(str(args.k))
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait.until(lambda d: d.execute_script(
-            "const imgs = [...document.querySelectorAll('#results img')];"
-            "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"))
-        driver.save_screenshot(args.out)
-        print(f"wrote {args.out}")
-    finally:
-        if driver is not None:
+        try:
+            _screenshot(driver, server.url, args.query, args.k, args.out)
+        finally:
             driver.quit()
-        server.terminate()
-        server.wait(timeout=10)
+
+
+def _screenshot(driver, url: str, query: str, k: int, out: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#examples button.example"))
+    driver.find_element(By.ID, "query").send_keys(query)
+    driver.find_element(By.CSS_SELECTOR, "select#k").send_keys(str(k))
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait.until(lambda d: d.execute_script(
+        "const imgs = [...document.querySelectorAll('#results img')];"
+        "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"))
+    driver.save_screenshot(out)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

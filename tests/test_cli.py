@@ -1,6 +1,8 @@
 import json
 import shutil
 
+import pytest
+
 from cpcl.cli import main
 
 
@@ -64,3 +66,30 @@ def test_every_packaged_config_parses():
     assert len(paths) >= 5
     for path in paths:
         load_config(path)
+
+
+def test_pretrain_writes_into_its_run_and_leaves_the_packaged_weights_alone(tiny_synth, tmp_path, monkeypatch, capsys):
+    import hashlib
+
+    import yaml
+
+    from cpcl.model import backbone
+    from tests.conftest import tiny_config
+
+    packaged = backbone.BUILTIN_WEIGHTS["synthclip-tiny"][1]
+    before = hashlib.sha256(packaged.read_bytes()).hexdigest()
+    cfg = tmp_path / "pre.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tiny_synth, "train.max_steps_per_epoch=2").to_dict()))
+    run = tmp_path / "pre"
+    assert main(["pretrain", "--config", str(cfg), "--out", str(run), "--device", "cpu", "--no-progress"]) == 0
+    assert (run / "synthclip_tiny.pt").is_file()
+    assert hashlib.sha256(packaged.read_bytes()).hexdigest() == before
+    assert "cpcl:synthclip-tiny is unchanged" in capsys.readouterr().out
+    # replacing the packaged asset is an explicit flag that says what it replaces
+    fake = tmp_path / "packaged.pt"
+    monkeypatch.setitem(backbone.BUILTIN_WEIGHTS, "synthclip-tiny", ("cpcl-vit-tiny", fake))
+    assert main(["pretrain", "--config", str(cfg), "--out", str(tmp_path / "pre2"), "--device", "cpu",
+                 "--no-progress", "--replace-packaged"]) == 0
+    assert fake.is_file() and "replace the packaged cpcl:synthclip-tiny" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="drop --weights-out"):
+        main(["pretrain", "--out", str(run), "--replace-packaged", "--weights-out", str(tmp_path / "w.pt")])

@@ -52,3 +52,49 @@ def test_base_inheritance(tmp_path):
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(ConfigError, match="loops"):
         load_config(tmp_path / "loop.yaml")
+
+
+@pytest.mark.parametrize(("overrides", "keys"), [
+    (["loss.intra_weight=0.5"], ["loss.intra_weight=0.5", "cluster.enabled"]),
+    (["loss.cross_weight=0.5"], ["loss.cross_weight=0.5", "cluster.enabled"]),
+    (["loss.many_to_many=true"], ["loss.many_to_many", "cluster.enabled"]),
+    (["oplm.enabled=true"], ["oplm.enabled", "cluster.enabled"]),
+    (["train.sampler_instances=4"], ["train.sampler_instances=4", "cluster.enabled"]),
+    (["cluster.enabled=true", "oplm.threshold=0.5"], ["oplm.threshold", "oplm.enabled"]),
+    (["train.supervised=true", "cluster.enabled=true", "oplm.enabled=true"], ["oplm.enabled", "train.supervised"]),
+    (["cluster.fuse_modalities=true"], ["cluster.fuse_modalities", "cluster.enabled"]),
+    (["cluster.enabled=true", "loss.intra_weight=0.5", "memory.hard=true", "loss.intra_weight=0"],
+     ["memory.hard", "loss.intra_weight", "loss.cross_weight"]),
+    (["cluster.enabled=true", "cluster.start_epoch=9", "train.epochs=5"], ["cluster.start_epoch=9", "train.epochs=5"]),
+    (["cluster.enabled=true", "train.sampler_instances=32", "train.batch_size=16"],
+     ["train.sampler_instances=32", "train.batch_size=16"]),
+    (["train.batch_size=30", "train.accumulate=4"], ["train.batch_size=30", "train.accumulate=4"]),
+    (["train.accumulate=0"], ["train.accumulate"]),
+    (["memory.momentum=1.5"], ["memory.momentum"]),
+    (["loss.temperature=0"], ["loss.temperature"]),
+])
+def test_settings_that_cannot_do_what_they_say_are_refused(overrides, keys):
+    """e.g. prototype terms on the ITC baseline would silently train plain ITC: an error naming both keys."""
+    with pytest.raises(ConfigError) as info:
+        config_from_dict({}, overrides)
+    for key in keys:
+        assert key in str(info.value), (key, str(info.value))
+
+
+def test_a_consistent_cpcl_config_and_the_supervised_bound_are_accepted():
+    config_from_dict({}, ["cluster.enabled=true", "loss.intra_weight=0.5", "loss.many_to_many=true",
+                          "oplm.enabled=true", "oplm.threshold=0.3", "train.sampler_instances=4"])
+    # the upper bound's labels are the true identities: prototype terms need no clustering there
+    config_from_dict({}, ["train.supervised=true", "loss.intra_weight=0.5"])
+
+
+def test_packaged_configs_resolve_by_name(tmp_path):
+    from cpcl.config import packaged_configs, resolve_config_path
+
+    assert resolve_config_path("synthpedes_cpcl") == packaged_configs()["synthpedes_cpcl"]
+    assert resolve_config_path("synthpedes_cpcl.yaml") == packaged_configs()["synthpedes_cpcl"]
+    own = tmp_path / "mine.yaml"
+    own.write_text("train:\n  epochs: 2\n")
+    assert resolve_config_path(own) == own
+    with pytest.raises(ConfigError, match="neither a file nor a packaged config.*synthpedes_itc"):
+        resolve_config_path("synthpedes_typo")

@@ -113,14 +113,31 @@ def test_accumulate_does_not_change_training(tiny_synth, tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_mixed_precision_trains(tiny_synth, tmp_path, precision):
+def test_mixed_precision_trains(tiny_synth, tmp_path, precision, monkeypatch):
+    """Training forwards run under autocast in the asked precision (evaluation in fp32); weights stay fp32;
+    only fp16 scales the loss."""
+    from cpcl.model.retrieval_model import RetrievalModel
+
+    seen = []
+    real_forward = RetrievalModel.forward
+
+    def forward(self, images, tokens):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return real_forward(self, images, tokens)
+
+    monkeypatch.setattr(RetrievalModel, "forward", forward)
     train(tiny_config(tiny_synth, *CPCL, f"train.precision={precision}", "train.epochs=1"), tmp_path / precision,
           progress=False)
+    want = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    assert seen and all(dtype == want for dtype in seen), seen
     row = _rows(tmp_path / precision)[1]
     assert torch.isfinite(torch.tensor(row["loss"]))
     ckpt = read_checkpoint(tmp_path / precision / "last.pt")
     assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())  # weights fp32
-    assert ckpt["scaler"]["scale"] if precision == "fp16" else True
+    if precision == "fp16":
+        assert ckpt["scaler"]["scale"] > 0
+    else:
+        assert ckpt["scaler"] == {}  # bf16 needs no loss scaling: the scaler is off
 
 
 def test_unknown_precision_is_refused(tiny_synth):

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from cpcl.retrieval.launch import serve_in_subprocess
 from cpcl.retrieval.retriever import load_retriever
 from cpcl.retrieval.service import build_index
 
@@ -39,36 +35,13 @@ def _require_browser():
         pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def server(gallery, tiny_checkpoint, tmp_path):
     _require_browser()
     index_dir = tmp_path / "idx"
     build_index(load_retriever(tiny_checkpoint), gallery, index_dir)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cpcl", "serve", str(index_dir), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/healthz", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail(f"cpcl serve did not come up:\n{proc.stdout.read()}")
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with serve_in_subprocess(index_dir, timeout=60) as running:
+        yield running.url
 
 
 def test_search_page_in_headless_chromium(server):

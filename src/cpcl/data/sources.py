@@ -8,9 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from cpcl.config import DataConfig, SynthConfig
-from cpcl.data.formats import load_annotations
+from cpcl.data.formats import FORMATS, load_annotations
 from cpcl.data.records import Annotations
 from cpcl.data.synth import GENERATOR_VERSION, generate_synthpedes
+from cpcl.registry import UnknownChoiceError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,12 @@ def prepare_synth(root: str | Path, cfg: SynthConfig, progress: bool = False) ->
 
 def annotation_format(cfg: DataConfig) -> str:
     """The format of a data config's annotation files on disk: SynthPedes is written as CUHK-PEDES."""
-    return "cuhk-pedes" if cfg.format == "synth" else cfg.format
+    if cfg.format == "synth":
+        return "cuhk-pedes"
+    if cfg.format not in FORMATS:
+        raise UnknownChoiceError(f"data.format: unknown dataset format {cfg.format!r}; choose one of synth, "
+                                 f"{', '.join(FORMATS.names())}")
+    return cfg.format
 
 
 def load_dataset(cfg: DataConfig, progress: bool = False) -> Annotations:
