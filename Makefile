@@ -25,8 +25,9 @@ browser:
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "note: not root: run 'sudo apt-get install chromium chromium-driver' to run the browser test"; fi
 
+# the demo's own output folder: a rerun replaces the previous demo (--overwrite)
 demo: setup
-	$(BIN)/cpcl demo --out runs/demo
+	$(BIN)/cpcl demo --out runs/demo --overwrite
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny SynthPedes on disk and a tiny model config, built once per session."""
+"""Shared fixtures: a tiny SynthPedes on disk, a tiny model config and tiny checkpoints (random-init micro
+CLIP), built once per session."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,8 +11,21 @@ import torch
 
 from cpcl.config import config_from_dict
 from cpcl.data.synth import generate_synthpedes
+from cpcl.model.checkpoint import build_model, save_checkpoint
 
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_in_tmp(tmp_path_factory):
+    """The image-check cache of the tests stays out of the user's home (subprocesses inherit it)."""
+    old = os.environ.get("CPCL_CACHE_DIR")
+    os.environ["CPCL_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("CPCL_CACHE_DIR", None)
+    else:
+        os.environ["CPCL_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +52,22 @@ def gallery(tiny_synth) -> list[Path]:
     from cpcl.data.formats import load_annotations
 
     return [r.image_path for r in load_annotations("cuhk-pedes", tiny_synth).split("test")]
+
+
+def _checkpoint(root: Path, out: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    config = tiny_config(root)
+    save_checkpoint(out, build_model(config.model, pretrained=False), config, epoch=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_synth, tmp_path_factory) -> Path:
+    return _checkpoint(tiny_synth, tmp_path_factory.mktemp("ckpt") / "best.pt", seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_checkpoint(tiny_synth, tmp_path_factory) -> Path:
+    """Same architecture, other weights: a different model for the index."""
+    return _checkpoint(tiny_synth, tmp_path_factory.mktemp("ckpt-other") / "best.pt", seed=1)
+

@@ -10,7 +10,8 @@ import cpcl
 
 # lowest first; a module may import its own package and any package of a lower layer
 LAYERS = [
-    {"cpcl.version", "cpcl.io", "cpcl.config", "cpcl.registry"},
+    {"cpcl.version", "cpcl.errors"},
+    {"cpcl.io", "cpcl.config", "cpcl.registry"},
     {"cpcl.data"},
     {"cpcl.model", "cpcl.clustering", "cpcl.losses", "cpcl.memory"},
     {"cpcl.evaluation"},

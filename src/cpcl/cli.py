@@ -1,4 +1,10 @@
-"""Command-line interface: the only module that parses argv, sets up logging, picks the device and prints."""
+"""Command-line interface: the only module that parses argv, sets up logging, picks the device and prints.
+
+Every command imports what it needs when it runs, so that ``cpcl --help``, ``cpcl configs`` or ``cpcl index
+info`` start without loading PyTorch. Exit status: 0 done; 1 a check that ran and failed (``cpcl data check``
+found problems, ONNX parity above tolerance); 2 bad usage or input (an option, a config key, a file or a
+record at fault: the message names it); 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,17 @@ import json
 import logging
 import os
 import sys
+import textwrap
 import time
 from pathlib import Path
 
+from cpcl.errors import CpclError, UsageError
+from cpcl.version import __version__
+
 log = logging.getLogger("cpcl")
+
+EXIT_STATUS = ("exit status: 0 done; 1 a check that ran and found problems (cpcl data check, ONNX parity); "
+               "2 bad usage or input (the message names the option, key, file or record); 130 interrupted")
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -27,9 +40,12 @@ def _pick_device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda requested but no CUDA device is available")
+        raise UsageError(f"--device {name}: no CUDA device is available here (use --device cpu or auto)")
     return device
 
 
@@ -42,7 +58,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     ann = generate_synthpedes(args.out, num_ids=args.ids, seed=args.seed, height=args.height, width=args.width,
                               images_per_id=args.images_per_id, val_ids=args.val_ids, test_ids=args.test_ids,
-                              domain=args.domain, workers=args.workers, progress=True)
+                              domain=args.domain, workers=args.workers, progress=True, overwrite=args.overwrite)
     from cpcl.data.formats import load_annotations
 
     summary = load_annotations("cuhk-pedes", ann.parent).summary()
@@ -61,17 +77,18 @@ def _print_summary(summary: dict[str, dict[str, int]]) -> None:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cpcl.data.formats import check_images, read_annotations
+    from cpcl.data.checks import dataset_problems
+    from cpcl.data.formats import read_annotations
     from cpcl.data.records import DatasetError
 
     try:
         ann = read_annotations(args.format, args.root)
-    except DatasetError as exc:
+    except DatasetError as exc:  # the check ran and found the dataset unreadable: a failed check
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    problems = list(ann.problems)
-    if not args.skip_images:
-        problems += check_images(ann, progress=lambda recs: tqdm(recs, desc="decode images", leave=False))
+    problems = dataset_problems(ann, decode_images=not args.skip_images,
+                                progress=lambda items, total: tqdm(items, total=total, desc="decode images",
+                                                                   leave=False))
     print(f"{ann.name}: {ann.annotation_file}")
     _print_summary(ann.summary())
     dups = ann.duplicate_images()
@@ -88,31 +105,42 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cpcl.config import config_from_dict, load_config, resolve_config_path
-    from cpcl.engine.distributed import launched_distributed, shutdown_distributed
-    from cpcl.engine.report import results_table
-    from cpcl.engine.trainer import train
+    from cpcl.engine.distributed import launched_distributed
 
-    if args.nproc > 1 and not launched_distributed():
-        return _relaunch_with_torchrun(args.nproc, args.argv)
     if args.resume:
-        if args.config or args.set or args.out:
-            raise SystemExit("error: --resume RUN_DIR continues that run with its own config; "
-                             "drop --config/--set/--out")
-        from cpcl.model.checkpoint import read_checkpoint
-
+        if args.config or args.set or args.out or args.overwrite:
+            raise UsageError("--resume RUN_DIR continues that run with its own config; drop --config/--set/--out/"
+                             "--overwrite")
         out = Path(args.resume)
         if not (out / "last.pt").is_file():
-            raise SystemExit(f"error: cannot resume {out}: no last.pt (no epoch of this run has completed)")
+            raise UsageError(f"cannot resume {out}: no last.pt (no epoch of this run has completed)")
+        from cpcl.model.checkpoint import read_checkpoint
+
         config = config_from_dict(read_checkpoint(out / "last.pt")["config"])
     else:
         if not args.config or not args.out:
-            raise SystemExit("error: cpcl train needs --config and --out (or --resume RUN_DIR)")
+            raise UsageError("cpcl train needs --config and --out (or --resume RUN_DIR)")
         config, out = load_config(resolve_config_path(args.config), args.set or []), Path(args.out)
+        if not args.overwrite:
+            from cpcl.engine.trainer import claim_run_dir
+
+            claim_run_dir(out)  # before any work, and before --nproc starts its processes
+    if args.nproc > 1 and not launched_distributed():
+        return _relaunch_with_torchrun(args.nproc, args.argv)
+    return _run_training(args, config, out)
+
+
+def _run_training(args: argparse.Namespace, config, out: Path) -> int:
+    from cpcl.engine.distributed import shutdown_distributed
+    from cpcl.engine.report import results_table
+    from cpcl.engine.trainer import train
+
     device = _pick_device(args.device)
     t0 = time.perf_counter()
     try:
         result = train(config, out, device=device, progress=not args.no_progress,
-                       allow_identity_labels=args.supervised_upper_bound, resume=bool(args.resume))
+                       allow_identity_labels=args.supervised_upper_bound, resume=bool(args.resume),
+                       overwrite=args.overwrite)
     finally:
         shutdown_distributed()
     if result.test:  # rank 0 (the only one when not distributed)
@@ -141,10 +169,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from cpcl.evaluation.evaluate import load_eval_split
 
     device = _pick_device(args.device)
-    try:
-        model, split, payload = load_eval_split(args.checkpoint, args.format, args.root, args.split, device)
-    except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    model, split, payload = load_eval_split(args.checkpoint, args.format, args.root, args.split, device)
     metrics = split.evaluate(model, device, args.batch_size, progress=True)
     print(results_table({Path(args.checkpoint).name: metrics.as_dict()}, title=f"{args.split} split of {args.root}"))
     if args.json:
@@ -158,18 +183,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from cpcl.config import load_config, resolve_config_path
     from cpcl.engine.trainer import train
+    from cpcl.io import claim_output_file
     from cpcl.model.backbone import BUILTIN_WEIGHTS
     from cpcl.model.checkpoint import export_clip_weights
 
     if args.replace_packaged and args.weights_out:
-        raise SystemExit("error: --replace-packaged writes the packaged weights; drop --weights-out")
+        raise UsageError("--replace-packaged writes the packaged weights; drop --weights-out")
     packaged = BUILTIN_WEIGHTS["synthclip-tiny"][1]
     target = packaged if args.replace_packaged else Path(args.weights_out or Path(args.out) / "synthclip_tiny.pt")
+    if not args.replace_packaged:  # refused now, not after the training
+        claim_output_file(target, overwrite=args.overwrite, holds="pretrained weights")
     config = load_config(resolve_config_path(args.config), args.set or [])
     device = _pick_device(args.device)
-    result = train(config, args.out, device=device, progress=not args.no_progress)
+    result = train(config, args.out, device=device, progress=not args.no_progress, overwrite=args.overwrite)
     best = Path(args.out) / ("best.pt" if result.best_epoch is not None else "last.pt")
-    export_clip_weights(best, target)
+    export_clip_weights(best, target, overwrite=True)
     print(f"pretrained weights (epoch {result.best_epoch}) written to {target}")
     if args.replace_packaged:
         print("they replace the packaged cpcl:synthclip-tiny weights: every later run that starts from "
@@ -184,7 +212,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from cpcl.engine.report import results_table
 
     device = _pick_device(args.device)
-    demo = run_demo(args.out, args.set or [], device=device, progress=not args.no_progress)
+    demo = run_demo(args.out, args.set or [], device=device, progress=not args.no_progress, overwrite=args.overwrite)
     last = next(reversed(demo.rows.values()))
     print()
     print(results_table(demo.rows, title=f"SynthPedes test split: {last['num_queries']} caption queries, "
@@ -202,7 +230,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_export_weights(args: argparse.Namespace) -> int:
     from cpcl.model.checkpoint import export_clip_weights
 
-    path = export_clip_weights(args.checkpoint, args.out, half=not args.fp32)
+    path = export_clip_weights(args.checkpoint, args.out, half=not args.fp32, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 
@@ -215,7 +243,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     retriever = load_retriever(args.checkpoint, device, batch_size=args.batch_size, num_workers=args.workers)
     t0 = time.perf_counter()
     index = build_index(retriever, args.images, args.out, root=args.root, kind=args.kind, nlist=args.nlist,
-                        nprobe=args.nprobe, progress=True)
+                        nprobe=args.nprobe, progress=True, overwrite=args.overwrite)
     wall = time.perf_counter() - t0
     print(f"indexed {len(index)} images under {index.root} in {wall:.1f}s ({len(index) / wall:.0f} images/s) "
           f"-> {args.out} ({index.kind}, model {index.fingerprint})")
@@ -297,12 +325,13 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
     summary = write_ranking_figures(args.checkpoint, args.format, args.root, args.out, split=args.split,
                                     queries=args.queries, seed=args.seed, k=args.k, device=_pick_device(args.device),
-                                    batch_size=args.batch_size, progress=True)
+                                    batch_size=args.batch_size, progress=True, overwrite=args.overwrite)
     print(f"{summary['queries']} queries of the {args.split} split ({summary['captions']} captions, "
           f"{summary['images']} images): rank 1 correct for {summary['rank1_correct']}; "
           "green = same person, red = another person")
     print(f"wrote {args.out}/query_*.png and {summary['sheet']}")
     return 0
+
 
 ONNX_TOLERANCE = 1e-4
 
@@ -312,11 +341,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as exc:
-        raise SystemExit(f"error: ONNX export needs the onnx extra ({exc.name} is missing): "
+        raise UsageError(f"ONNX export needs the onnx extra ({exc.name} is missing): "
                          "pip install 'cpcl[onnx]'") from None
     from cpcl.model.export import export_onnx
 
-    report = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    report = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
     out = Path(args.out)
     for name, file in report["files"].items():
         print(f"{name}: {out / file} ({(out / file).stat().st_size / 2**20:.1f} MB)")
@@ -330,11 +359,15 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
-    from cpcl.config import packaged_configs
+    import shutil
 
+    from cpcl.config import config_description, packaged_configs
+
+    width = max(60, shutil.get_terminal_size((100, 20)).columns)
     for name, path in packaged_configs().items():
-        first = next((line[1:].strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
-        print(f"{name:<28} {first}")
+        print(name)
+        print(textwrap.fill(config_description(path), width=width, initial_indent="    ",
+                            subsequent_indent="    "))
     return 0
 
 
@@ -348,43 +381,68 @@ def cmd_archs(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------- parser
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with every option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cpcl", description="Weakly supervised text-based person re-identification: train on image-caption "
-        "pairs without identity labels, evaluate, search.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+        prog="cpcl", formatter_class=_Formatter, epilog=EXIT_STATUS,
+        description="Weakly supervised text-based person re-identification: train on image-caption pairs without "
+                    "identity labels, evaluate, search.")
+    parser.add_argument("--version", action="version", version=f"cpcl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks with errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data_commands(sub)
     _add_training_commands(sub)
     _add_search_commands(sub)
     _add_export_commands(sub)
-    sub.add_parser("configs", help="list packaged configs").set_defaults(func=cmd_configs)
-    sub.add_parser("archs", help="list model architectures").set_defaults(func=cmd_archs)
+    _command(sub, "configs", "list the packaged configs, with what each is for").set_defaults(func=cmd_configs)
+    _command(sub, "archs", "list the model architectures").set_defaults(func=cmd_archs)
     return parser
+
+
+def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_Formatter,
+                          epilog=EXIT_STATUS)
+
+
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+
+
+def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} already in --out (refused otherwise)")
 
 
 def _add_data_commands(sub) -> None:
     from cpcl.data.formats import FORMATS
     from cpcl.data.synth import DOMAINS
 
-    p = sub.add_parser("synth", help="generate the SynthPedes benchmark (CUHK-PEDES format)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p = _command(sub, "synth", "generate the SynthPedes benchmark (CUHK-PEDES format)")
+    p.add_argument("--out", required=True, help="folder to write the dataset into")
+    p.add_argument("--seed", type=int, default=0, help="generator seed: the dataset is a pure function of it")
     p.add_argument("--ids", type=int, default=1000, help="number of identities")
-    p.add_argument("--val-ids", type=int, default=100)
-    p.add_argument("--test-ids", type=int, default=200)
-    p.add_argument("--images-per-id", type=float, default=3.0)
-    p.add_argument("--height", type=int, default=128)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--domain", default="street", choices=DOMAINS)
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--val-ids", type=int, default=100, help="identities held out for val")
+    p.add_argument("--test-ids", type=int, default=200, help="identities held out for test")
+    p.add_argument("--images-per-id", type=float, default=3.0, help="mean images per identity")
+    p.add_argument("--height", type=int, default=128, help="image height in pixels")
+    p.add_argument("--width", type=int, default=64, help="image width in pixels")
+    p.add_argument("--domain", default="street", choices=DOMAINS, help="scene style and annotators' vocabulary")
+    p.add_argument("--workers", type=int, default=None, help="rendering processes (default: up to 4)")
+    _add_overwrite(p, "a dataset")
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("data", help="dataset tools")
-    dsub = p.add_subparsers(dest="data_command", required=True)
-    c = dsub.add_parser("check", help="validate a dataset and list every problem")
-    c.add_argument("--format", required=True, choices=FORMATS.names())
-    c.add_argument("--root", required=True)
+    p = _command(sub, "data", "dataset tools")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    c = _command(dsub, "check", "validate a dataset and list every problem (records and images)")
+    c.add_argument("--format", required=True, choices=FORMATS.names(), help="annotation format")
+    c.add_argument("--root", required=True, help="data root or dataset folder")
     c.add_argument("--skip-images", action="store_true", help="do not decode every image")
     c.set_defaults(func=cmd_data_check)
 
@@ -393,129 +451,135 @@ def _add_run_args(p: argparse.ArgumentParser, config_default: str | None, config
     p.add_argument("--config", required=config_required and config_default is None, default=config_default,
                    help="YAML file or packaged config name (`cpcl configs`)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--no-progress", action="store_true")
+    _add_device(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _add_split_args(p: argparse.ArgumentParser) -> None:
     from cpcl.data.formats import FORMATS
 
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", required=True, choices=FORMATS.names())
-    p.add_argument("--root", required=True)
-    p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
+    p.add_argument("--format", required=True, choices=FORMATS.names(), help="annotation format")
+    p.add_argument("--root", required=True, help="data root or dataset folder")
+    p.add_argument("--split", default="test", choices=["val", "test"], help="which split to rank")
 
 
 def _add_training_commands(sub) -> None:
-    p = sub.add_parser("train", help="train a model from a config (torchrun-ready)")
+    p = _command(sub, "train", "train a model from a config (torchrun-ready)")
     _add_run_args(p, None, config_required=False)
     p.add_argument("--supervised-upper-bound", action="store_true",
                    help="confirm a train.supervised=true run: identity labels replace the clusters")
-    p.add_argument("--out", help="run directory")
+    p.add_argument("--out", help="run directory (required unless --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete epoch")
     p.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP via torchrun)")
+    _add_overwrite(p, "a run")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")
+    p = _command(sub, "eval", "evaluate a checkpoint on a dataset split")
     _add_split_args(p)
-    p.add_argument("--json", help="write the metrics to this JSON file")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--batch-size", type=int, default=256, help="encoding batch size")
+    _add_device(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("pretrain", help="pretrain the small SynthPedes CLIP and export its weights")
+    p = _command(sub, "pretrain", "pretrain the small SynthPedes CLIP and export its weights")
     _add_run_args(p, "pretrain_synthclip_tiny")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--weights-out", help="where to write the weights (default: OUT/synthclip_tiny.pt)")
     p.add_argument("--replace-packaged", action="store_true",
                    help="write them over the packaged cpcl:synthclip-tiny weights, which every later run that "
                         "names cpcl:synthclip-tiny (the demo included) then starts from")
+    _add_overwrite(p, "a run and its weights")
     p.set_defaults(func=cmd_pretrain)
 
-    p = sub.add_parser("demo", help="the synthetic end-to-end demo: data, fine-tuning, results table")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p = _command(sub, "demo", "the synthetic end-to-end demo: data, fine-tuning, results table, search index")
+    p.add_argument("--out", default="runs/demo", help="demo directory")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of both configs")
+    _add_device(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_overwrite(p, "an earlier demo")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("visualize", help="top-k ranking figures for queries of an evaluation split")
+    p = _command(sub, "visualize", "top-k ranking figures for queries of an evaluation split")
     _add_split_args(p)
     p.add_argument("--queries", type=int, default=8, help="how many captions to show")
     p.add_argument("--seed", type=int, default=0, help="which captions (drawn reproducibly)")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=int, default=10, help="images per query")
     p.add_argument("--out", required=True, help="directory for query_*.png and sheet.png")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=256, help="encoding batch size")
+    _add_device(p)
+    _add_overwrite(p, "ranking figures")
     p.set_defaults(func=cmd_visualize)
 
 
 def _add_encode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="encoding batch size")
     p.add_argument("--workers", type=int, default=2, help="image decoding processes")
-    p.add_argument("--device", default="auto")
+    _add_device(p)
 
 
 def _add_search_commands(sub) -> None:
     from cpcl.retrieval.kinds import INDEX_KINDS
 
-    p = sub.add_parser("index", help="build and extend gallery indexes for search")
-    isub = p.add_subparsers(dest="index_command", required=True)
-    c = isub.add_parser("build", help="encode a folder or list of pedestrian crops into a new index")
+    p = _command(sub, "index", "build and extend gallery indexes for search")
+    isub = p.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
+    c = _command(isub, "build", "encode a folder or list of pedestrian crops into a new index")
     c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
     c.add_argument("--images", required=True, help="a folder (searched recursively) or a file listing image paths")
     c.add_argument("--out", required=True, help="index directory to create")
     c.add_argument("--root", help="root the stored paths are relative to (default: the folder / common parent)")
     c.add_argument("--kind", default="exact", choices=INDEX_KINDS.names(),
                    help="; ".join(f"{name}: {kind.help}" for name, kind in INDEX_KINDS.items()))
-    c.add_argument("--nlist", type=int, help="inverted lists for ivf kinds (default about 4*sqrt(N))")
+    c.add_argument("--nlist", type=int, help="inverted lists for ivf kinds (default about sqrt(N))")
     c.add_argument("--nprobe", type=int, default=16, help="lists searched per query for ivf kinds")
     _add_encode_args(c)
+    _add_overwrite(c, "an index")
     c.set_defaults(func=cmd_index_build)
-    c = isub.add_parser("add", help="append the images of a folder or list that the index does not hold yet")
-    c.add_argument("index")
-    c.add_argument("--images", required=True)
+    c = _command(isub, "add", "append the images of a folder or list that the index does not hold yet")
+    c.add_argument("index", help="index directory")
+    c.add_argument("--images", required=True, help="a folder (searched recursively) or a file listing image paths")
     c.add_argument("--checkpoint", help="default: the checkpoint that built the index")
     _add_encode_args(c)
     c.set_defaults(func=cmd_index_add)
-    c = isub.add_parser("info", help="what an index holds and which model built it")
-    c.add_argument("index")
+    c = _command(isub, "info", "what an index holds and which model built it")
+    c.add_argument("index", help="index directory")
     c.set_defaults(func=cmd_index_info)
 
-    p = sub.add_parser("search", help="search an index by text")
-    p.add_argument("index")
+    p = _command(sub, "search", "search an index by text")
+    p.add_argument("index", help="index directory")
     p.add_argument("query", nargs="+", help="one or more descriptions (quote each)")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("-k", type=int, default=10, help="results per query")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--grid", help="write a PNG of the top-k crops with ranks and scores")
-    p.add_argument("--nprobe", type=int, help="lists searched per query (ivf indexes)")
+    p.add_argument("--nprobe", type=int, help="lists searched per query (ivf indexes; default: the index's)")
     p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
-    p.add_argument("--device", default="cpu")
+    _add_device(p)
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("serve", help="serve an index: JSON search API and a search web page")
-    p.add_argument("index")
-    p.add_argument("--host", default="127.0.0.1", help="default loopback only")
-    p.add_argument("--port", type=int, default=8000)
+    p = _command(sub, "serve", "serve an index: JSON search API and a search web page")
+    p.add_argument("index", help="index directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
-    p.add_argument("--device", default="cpu")
+    _add_device(p)
     p.add_argument("--example", action="append", help="an example query shown on the page (repeatable)")
     p.set_defaults(func=cmd_serve)
 
 
 def _add_export_commands(sub) -> None:
-    p = sub.add_parser("export-weights", help="write a checkpoint's CLIP weights as an open_clip state dict")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--fp32", action="store_true")
-    p.set_defaults(func=cmd_export_weights)
-
-    p = sub.add_parser("export", help="export a checkpoint for other runtimes")
-    esub = p.add_subparsers(dest="export_command", required=True)
-    c = esub.add_parser("onnx", help="both encoders as ONNX, checked against PyTorch with onnxruntime")
-    c.add_argument("--checkpoint", required=True)
+    p = _command(sub, "export", "export a checkpoint for other tools and runtimes")
+    esub = p.add_subparsers(dest="export_command", required=True, metavar="COMMAND")
+    c = _command(esub, "weights", "a checkpoint's CLIP weights as an open_clip state dict (model.pretrained)")
+    c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
+    c.add_argument("--out", required=True, help="weights file to write")
+    c.add_argument("--fp32", action="store_true", help="keep float32 (default: float16, half the size)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing --out file (refused otherwise)")
+    c.set_defaults(func=cmd_export_weights)
+    c = _command(esub, "onnx", "both encoders as ONNX, checked against PyTorch with onnxruntime")
+    c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
     c.add_argument("--out", required=True, help="directory for image_encoder.onnx, text_encoder.onnx, export.json")
-    c.add_argument("--opset", type=int, default=18)
+    c.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    _add_overwrite(c, "an export")
     c.set_defaults(func=cmd_export_onnx)
 
 
@@ -523,20 +587,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)
-    from cpcl.config import ConfigError
-    from cpcl.data.records import DatasetError
-    from cpcl.model.backbone import WeightsError
-    from cpcl.model.checkpoint import CheckpointError
-    from cpcl.retrieval.index import GalleryIndexError
-
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, DatasetError, WeightsError, CheckpointError, GalleryIndexError, ValueError,
-            OSError) as exc:
+    except BrokenPipeError:  # the reader went away (`cpcl configs | head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the final flush is quiet
+        return 0
+    except (CpclError, ValueError, OSError) as exc:  # bad usage or input: the message names what is at fault
+        if args.verbose:
+            log.exception("error")
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; completed checkpoints are kept", file=sys.stderr)
+        print("interrupted; completed checkpoints are kept (cpcl train --resume RUN_DIR continues a run)",
+              file=sys.stderr)
         return 130
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from cpcl.errors import CpclError
+
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -160,7 +162,7 @@ class Config:
         return self.cluster.enabled or self.train.supervised
 
 
-class ConfigError(ValueError):
+class ConfigError(CpclError, ValueError):
     """A configuration file or override is invalid; the message names the key at fault."""
 
 

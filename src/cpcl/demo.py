@@ -4,7 +4,6 @@ of the test gallery and a sheet of its rankings. ``cpcl demo`` calls :func:`run_
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from cpcl.data.formats import load_annotations
 from cpcl.data.sources import annotation_format
 from cpcl.engine.trainer import train
 from cpcl.evaluation.visualize import write_ranking_figures
+from cpcl.io import claim_outputs
 from cpcl.retrieval.retriever import load_retriever
 from cpcl.retrieval.service import build_index
 
@@ -35,11 +35,13 @@ class DemoResult:
 
 
 def run_demo(out: str | Path, overrides: list[str] | tuple[str, ...] = (), device: torch.device | str = "cpu",
-             progress: bool = True) -> DemoResult:
+             progress: bool = True, overwrite: bool = False) -> DemoResult:
     """Train every run of :data:`DEMO_RUNS` into ``out/<config>``, index the test gallery with the last
-    (CPCL) model into ``out/index`` and draw its rankings into ``out/rankings``."""
+    (CPCL) model into ``out/index`` and draw its rankings into ``out/rankings``. An ``out`` that holds an
+    earlier demo is refused, unless ``overwrite``."""
     t0 = time.perf_counter()
-    out = Path(out)
+    out = claim_outputs(out, (*(name for _, name in DEMO_RUNS), "index", "rankings"), overwrite=overwrite,
+                        holds="a demo run", instead="choose another --out")
     rows: dict[str, dict[str, Any]] = {}
     config = None
     for title, name in DEMO_RUNS:
@@ -59,10 +61,9 @@ def run_demo(out: str | Path, overrides: list[str] | tuple[str, ...] = (), devic
 def write_search_assets(checkpoint: Path, data: DataConfig, index_dir: Path, rankings: Path,
                         device: torch.device | str) -> None:
     """Index the test split's images with ``checkpoint`` and draw the ranking sheet of six of its captions,
-    so that search works right after the demo."""
+    so that search works right after the demo (both replace what an earlier demo left there)."""
     data_format = annotation_format(data)
     records = load_annotations(data_format, data.root).split("test")
-    if index_dir.exists():  # a rerun of the demo replaces its index with one for the new model
-        shutil.rmtree(index_dir)
-    build_index(load_retriever(checkpoint, device), [r.image_path for r in records], index_dir, root=data.root)
-    write_ranking_figures(checkpoint, data_format, data.root, rankings, queries=6, device=device)
+    build_index(load_retriever(checkpoint, device), [r.image_path for r in records], index_dir, root=data.root,
+                overwrite=True)
+    write_ranking_figures(checkpoint, data_format, data.root, rankings, queries=6, device=device, overwrite=True)

@@ -1,13 +1,17 @@
-"""Small file-system helpers shared by writers: every output file appears atomically."""
+"""Small file-system helpers shared by writers: every output file appears atomically, and no command writes
+over another one's outputs unless told to."""
 
 from __future__ import annotations
 
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from cpcl.errors import OutputExistsError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -42,3 +46,34 @@ def atomic_save(path: str | Path, save: Callable[[BinaryIO], object]) -> None:
     buf = io.BytesIO()
     save(buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def claim_outputs(directory: str | Path, outputs: tuple[str, ...], *, overwrite: bool, holds: str,
+                  instead: str, error: type[Exception] = OutputExistsError) -> Path:
+    """Make ``directory`` ready for a command that writes ``outputs`` (names or glob patterns) into it.
+
+    A directory that already holds any of them is refused with ``error`` (an :class:`OutputExistsError`
+    by default) that says what it holds and what to do ``instead`` — unless ``overwrite``, which removes
+    exactly those outputs (nothing else in the directory) before the command writes anew.
+    """
+    directory = Path(directory)
+    present = sorted({p for pattern in outputs for p in directory.glob(pattern)}) if directory.is_dir() else []
+    if present and not overwrite:
+        names = ", ".join(p.name for p in present[:4]) + (", ..." if len(present) > 4 else "")
+        raise error(f"{directory} already holds {holds} ({names}); {instead}, or pass --overwrite to replace it")
+    for path in present:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def claim_output_file(path: str | Path, *, overwrite: bool, holds: str) -> Path:
+    """Refuse to write over an existing file unless ``overwrite`` (it is then replaced atomically)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists ({holds}); choose another path, or pass --overwrite to "
+                                "replace it")
+    return path

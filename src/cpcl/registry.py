@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from cpcl.errors import CpclError
+
 T = TypeVar("T")
 
 
-class UnknownChoiceError(ValueError):
+class UnknownChoiceError(CpclError, ValueError):
     """A name that no entry of a registry has."""
 
 

@@ -2,7 +2,8 @@
 
 Each parser reads every record, collects every problem (missing key, wrong type, empty caption,
 missing image) with the file and record index, and returns :class:`Annotations`. ``load_annotations``
-raises :class:`DatasetError` when there is any problem; ``cpcl data check`` lists them all instead.
+raises :class:`DatasetError` when there is any problem; ``cpcl data check`` lists them all instead, with
+the images that do not decode (:mod:`cpcl.data.checks`, which training runs too).
 Parsers are registered in :data:`FORMATS` under the name ``--format`` / ``data.format`` takes.
 """
 
@@ -190,18 +191,3 @@ def load_annotations(fmt: str, root: str | Path) -> Annotations:
     if not ann.records:
         raise DatasetError([Problem(str(ann.annotation_file), "no records")])
     return ann
-
-
-def check_images(ann: Annotations, progress: Callable | None = None) -> list[Problem]:
-    """Open every image fully; return a problem for each one that cannot be decoded."""
-    from PIL import Image
-
-    problems = []
-    records = ann.records if progress is None else progress(ann.records)
-    for rec in records:
-        try:
-            with Image.open(rec.image_path) as im:
-                im.convert("RGB").load()
-        except Exception as exc:  # any decoder failure is a problem to report, not a crash
-            problems.append(Problem(rec.source, f"unreadable image {rec.image_path}: {exc}"))
-    return problems

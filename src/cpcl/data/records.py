@@ -6,6 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpcl.errors import CpclError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -67,7 +69,7 @@ class Annotations:
         return [p for p, n in counts.items() if n > 1]
 
 
-class DatasetError(ValueError):
+class DatasetError(CpclError, ValueError):
     """A dataset could not be read; the message names the file and the records at fault."""
 
     def __init__(self, problems: list[Problem], limit: int = 10):

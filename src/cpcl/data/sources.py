@@ -7,8 +7,9 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from cpcl.config import DataConfig, SynthConfig
-from cpcl.data.formats import FORMATS, load_annotations
+from cpcl.config import ConfigError, DataConfig, SynthConfig
+from cpcl.data.checks import require_clean
+from cpcl.data.formats import FORMATS, read_annotations
 from cpcl.data.records import Annotations
 from cpcl.data.synth import GENERATOR_VERSION, generate_synthpedes
 from cpcl.registry import UnknownChoiceError
@@ -31,16 +32,18 @@ def prepare_synth(root: str | Path, cfg: SynthConfig, progress: bool = False) ->
         if have == wanted:
             return root
         diff = ", ".join(f"{k}: {have[k]!r} on disk vs {wanted[k]!r}" for k in wanted if have[k] != wanted[k])
-        raise ValueError(f"{root} holds SynthPedes made with other settings ({diff}); "
-                         "set data.root to another folder or delete it")
+        raise ConfigError(f"data.root {root} holds SynthPedes made with other settings ({diff}); "
+                          "set data.root to another folder or delete it")
     if root.exists() and any(root.iterdir()) and not (root / "imgs").exists():
-        raise ValueError(f"{root} exists and is not a SynthPedes folder; set data.root to an empty folder")
-    log.info("generating SynthPedes (%d identities, seed %d) in %s", cfg.num_ids, cfg.seed, root)
+        raise ConfigError(f"data.root {root} exists and is not a SynthPedes folder; set data.root to an empty "
+                          "folder")
+    log.info("data.root %s holds no SynthPedes yet: generating it there (%d identities, seed %d), once; "
+             "later runs with the same settings reuse it", root, cfg.num_ids, cfg.seed)
     generate_synthpedes(root, num_ids=cfg.num_ids, seed=cfg.seed, height=cfg.height, width=cfg.width,
                         images_per_id=cfg.images_per_id, captions_per_image=cfg.captions_per_image,
                         val_ids=cfg.val_ids, test_ids=cfg.test_ids,
                         near_duplicate_fraction=cfg.near_duplicate_fraction, domain=cfg.domain,
-                        progress=progress)
+                        progress=progress, overwrite=True)  # an empty folder, or an interrupted generation
     return root
 
 
@@ -55,6 +58,14 @@ def annotation_format(cfg: DataConfig) -> str:
 
 
 def load_dataset(cfg: DataConfig, progress: bool = False) -> Annotations:
+    """The dataset ``cfg`` names, generating SynthPedes on first use, refused with every problem that
+    ``cpcl data check`` would list (records and images) before any work is done."""
     if cfg.format == "synth":
         prepare_synth(cfg.root, cfg.synth, progress)
-    return load_annotations(annotation_format(cfg), cfg.root)
+    ann = read_annotations(annotation_format(cfg), cfg.root)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = lambda items, total: tqdm(items, total=total, desc="check images", leave=False)  # noqa: E731
+    return require_clean(ann, bar)

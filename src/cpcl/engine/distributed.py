@@ -9,12 +9,17 @@ single-process run with the same ``train.batch_size`` (the global batch).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from cpcl.errors import CpclError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,28 @@ def broadcast_object(obj, info: DistInfo):
     box = [obj if info.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main_first(fn: Callable[[], T], info: DistInfo) -> T:
+    """``fn()`` on rank 0, then on every other rank once rank 0 is done (what rank 0 writes — a generated
+    dataset, a cache — the others then read). An error on rank 0 is raised on every rank, with its message,
+    instead of leaving the others waiting."""
+    if not info.enabled:
+        return fn()
+    problem, result = None, None
+    if info.is_main:
+        try:
+            result = fn()
+        except Exception as exc:
+            problem = f"{type(exc).__name__} on rank 0: {exc}"
+            raise
+        finally:
+            broadcast_object(problem, info)
+        return result
+    problem = broadcast_object(None, info)
+    if problem is not None:
+        raise CpclError(problem)
+    return fn()
 
 
 def gather_in_order(local: torch.Tensor, indices: torch.Tensor, total: int, info: DistInfo) -> torch.Tensor:

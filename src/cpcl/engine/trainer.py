@@ -25,7 +25,14 @@ from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.data.samplers import PseudoIdentitySampler
 from cpcl.data.sources import load_dataset
 from cpcl.data.transforms import Preprocess, build_eval_transform, build_train_transform
-from cpcl.engine.distributed import DistInfo, ShardedBatchSampler, all_reduce_sum, barrier, init_distributed
+from cpcl.engine.distributed import (
+    DistInfo,
+    ShardedBatchSampler,
+    all_reduce_sum,
+    barrier,
+    init_distributed,
+    on_main_first,
+)
 from cpcl.engine.objective import Objective
 from cpcl.engine.optim import build_optimizer, build_scheduler
 from cpcl.engine.pseudo import make_pseudo_labels
@@ -35,7 +42,7 @@ from cpcl.engine.state import RunState, read_resume_state
 from cpcl.engine.steps import forward_backward
 from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.evaluation.metrics import chance_metrics
-from cpcl.io import atomic_write_text
+from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.model.backbone import build_tokenizer
 from cpcl.model.checkpoint import build_model, load_checkpoint, save_checkpoint
 
@@ -84,16 +91,21 @@ class EpochRow:
         return row
 
 
-def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu",
-          progress: bool = True, allow_identity_labels: bool = False, resume: bool = False) -> RunResult:
+RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt", "curves.png", "results.json", "results.md")
+
+
+def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu", progress: bool = True,
+          allow_identity_labels: bool = False, resume: bool = False, overwrite: bool = False) -> RunResult:
     """Train ``config`` into ``out_dir`` (created); returns test metrics of best-on-val and last.
 
     ``allow_identity_labels`` must be True for ``train.supervised`` (the upper bound): it is the only way
     identity labels reach training. ``resume`` continues the run in ``out_dir`` from its ``last.pt`` (the
     last completed epoch): model, optimiser, scheduler, loss scaler, memories, history and random states;
     the sampler order and the pseudo labels of the next epoch follow from these, so the resumed run ends
-    where the uninterrupted one would. Started by ``torchrun``, every process trains
-    its slice of each global batch; rank 0 alone evaluates and writes.
+    where the uninterrupted one would. Otherwise ``out_dir`` must not hold a run already, unless
+    ``overwrite``, which removes that run's files first. The dataset is checked (records and images)
+    before any work. Started by ``torchrun``, every process trains its slice of each global batch; rank 0
+    alone evaluates and writes.
     """
     if config.train.supervised and not allow_identity_labels:
         raise ValueError("train.supervised=true trains on identity labels (the upper bound); "
@@ -102,11 +114,12 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     progress = progress and dist.is_main
     out = Path(out_dir)
     saved = read_resume_state(out) if resume else None
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(config, out / "config.yaml")
+    if saved is None:
+        on_main_first(lambda: claim_run_dir(out, overwrite) if dist.is_main else None, dist)
     seed_everything(config.train.seed)
-    data = load_train_data(config, dist, progress)
+    data = load_train_data(config, dist, progress)  # a dataset with problems stops the run here, before any write
+    if dist.is_main:
+        save_config(config, out / "config.yaml")
     steps_per_epoch = _steps_per_epoch(config.train, len(data.train_set), dist)
     model = build_model(config.model, pretrained=saved is None).to(device)
     # the instance loss uses loss.temperature: CLIP's learnable logit scale takes no part in training
@@ -138,9 +151,16 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     return result
 
 
+def claim_run_dir(out: Path, overwrite: bool = False) -> None:
+    """Refuse a directory that holds a run (or, with ``overwrite``, remove that run's files)."""
+    claim_outputs(out, RUN_FILES, overwrite=overwrite, holds="a training run",
+                  instead=f"continue it with `cpcl train --resume {out}`, or choose another --out")
+
+
 def load_train_data(config: Config, dist: DistInfo, progress: bool) -> TrainData:
-    """Read (or generate) the dataset of ``config`` and build the training and evaluation sets."""
-    ann = load_dataset(config.data, progress=progress)
+    """Read (or generate, on rank 0) the dataset of ``config``, refused with every problem of its records and
+    images before any work, and build the training and evaluation sets."""
+    ann = on_main_first(lambda: load_dataset(config.data, progress=progress), dist)
     train_records, val_records, test_records = ann.split("train"), ann.split("val"), ann.split("test")
     if not train_records:
         raise ValueError(f"{ann.annotation_file}: no training records")

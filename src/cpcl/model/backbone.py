@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cpcl.errors import CpclError
+
 log = logging.getLogger(__name__)
 
 ARCH_DIR = Path(__file__).parent / "archs"
@@ -39,7 +41,7 @@ _JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 _archs_registered = False
 
 
-class WeightsError(RuntimeError):
+class WeightsError(CpclError, RuntimeError):
     """Weights could not be loaded into the requested architecture."""
 
 
@@ -67,20 +69,23 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu"), False
-    if _is_torchscript(path):
-        with warnings.catch_warnings():  # TorchScript is deprecated, but it is how OpenAI ships CLIP
-            warnings.simplefilter("ignore", FutureWarning)
-            archive = torch.jit.load(str(path), map_location="cpu")
-        state = {k: v for k, v in archive.state_dict().items() if k not in _JIT_EXTRA_KEYS}
-        return state, True
+    unreadable = WeightsError(f"{path} is not a weights file cpcl can read: expected OpenAI's CLIP archive, an "
+                              "open_clip state dict (.pt, .bin, .safetensors) or a cpcl checkpoint")
     try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu"), False
+        if _is_torchscript(path):
+            with warnings.catch_warnings():  # TorchScript is deprecated, but it is how OpenAI ships CLIP
+                warnings.simplefilter("ignore", FutureWarning)
+                archive = torch.jit.load(str(path), map_location="cpu")
+            state = {k: v for k, v in archive.state_dict().items() if k not in _JIT_EXTRA_KEYS}
+            return state, True
+        # tensors and plain containers only: nothing in the file can run code
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a readable weights file ({exc})") from None
+    except Exception:  # the loaders' own text suggests unsafe loading or shows internals: never pass it on
+        raise unreadable from None
     if isinstance(obj, dict) and "model" in obj and "config" in obj:  # a cpcl checkpoint
         obj = {k.removeprefix("clip."): v for k, v in obj["model"].items()}
     elif isinstance(obj, dict) and "state_dict" in obj:

@@ -6,6 +6,7 @@ Writes are atomic: a run killed mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import torch
 
 from cpcl.config import Config, ModelConfig, config_from_dict
 from cpcl.data.transforms import Preprocess
-from cpcl.io import atomic_write_bytes
+from cpcl.errors import CpclError
+from cpcl.io import atomic_write_bytes, claim_output_file
 from cpcl.model.backbone import build_clip, build_tokenizer
 from cpcl.model.retrieval_model import RetrievalModel
 
@@ -21,8 +23,8 @@ CHECKPOINT_FORMAT = "cpcl-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(CpclError, RuntimeError):
+    """A file is not a readable cpcl checkpoint, or does not fit the model it describes."""
 
 
 def save_checkpoint(path: str | Path, model: RetrievalModel, config: Config, **extra: Any) -> None:
@@ -37,10 +39,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    what = "a cpcl checkpoint is the best.pt or last.pt file that `cpcl train` writes"
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is not a checkpoint (not a PyTorch archive); {what}")
     try:
+        # tensors and plain containers only: nothing in the file can run code
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    except Exception:  # the loader's own text suggests unsafe loading: never pass it on
+        raise CheckpointError(f"{path} is not a cpcl checkpoint (a damaged archive, or one that holds more than "
+                              f"tensors); {what}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a cpcl checkpoint (for raw CLIP weights use model.pretrained)")
     return payload
@@ -66,8 +73,10 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
     return model, tokenizer, Preprocess.of(config.model), config, payload
 
 
-def export_clip_weights(checkpoint: str | Path, out: str | Path, half: bool = True) -> Path:
-    """Write a checkpoint's CLIP weights as a plain open_clip state dict (fp16 by default)."""
+def export_clip_weights(checkpoint: str | Path, out: str | Path, half: bool = True, overwrite: bool = False) -> Path:
+    """Write a checkpoint's CLIP weights as a plain open_clip state dict (fp16 by default); an existing
+    ``out`` is replaced only with ``overwrite``."""
+    claim_output_file(out, overwrite=overwrite, holds="a weights file")
     payload = read_checkpoint(checkpoint)
     state = {k.removeprefix("clip."): (v.half() if half and v.is_floating_point() else v)
              for k, v in payload["model"].items()}

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpcl.io import atomic_write_text
+from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.model.checkpoint import load_checkpoint
 from cpcl.model.retrieval_model import RetrievalModel
 
@@ -56,16 +56,22 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
     tmp.replace(path)
 
 
-def export_onnx(checkpoint: str | Path, out_dir: str | Path, opset: int = 18, seed: int = 0) -> dict:
+EXPORT_FILES = ("image_encoder.onnx", "text_encoder.onnx", "export.json")
+
+
+def export_onnx(checkpoint: str | Path, out_dir: str | Path, opset: int = 18, seed: int = 0,
+                overwrite: bool = False) -> dict:
     """Export both encoders to ``out_dir`` and compare them with PyTorch on random images and real captions.
 
     Returns the report also written to ``out_dir/export.json``: files, preprocessing, and the maximum
     absolute difference of the embeddings for each encoder (batch sizes 1 and 3, not the traced 2).
+    ``out_dir`` must not hold an export already, unless ``overwrite``.
     """
     import onnxruntime as ort
 
-    out = Path(out_dir)
-    model, tokenizer, preprocess, config, _ = load_checkpoint(checkpoint, "cpu")
+    model, tokenizer, preprocess, config, _ = load_checkpoint(checkpoint, "cpu")  # a bad file fails first
+    out = claim_outputs(out_dir, EXPORT_FILES, overwrite=overwrite, holds="an ONNX export",
+                        instead="choose another --out")
     model = model.float().eval()
     height, width = preprocess.image_size
     gen = torch.Generator().manual_seed(seed)

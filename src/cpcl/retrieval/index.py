@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from cpcl.io import atomic_write_text
+from cpcl.errors import CpclError
+from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.retrieval.kinds import INDEX_KINDS, IndexKind
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".
 _EXACT_CHUNK = 1 << 18  # gallery rows per matrix product: bounds the (chunk, Q) score block
 
 
-class GalleryIndexError(RuntimeError):
+class GalleryIndexError(CpclError, RuntimeError):
     """An index cannot be read, written or used as asked."""
 
 
@@ -114,10 +114,13 @@ def _read_image_list(source: Path) -> list[Path]:
     return paths
 
 
-def check_new_index_dir(directory: str | Path) -> None:
-    if (Path(directory) / "index.json").exists():
-        raise GalleryIndexError(f"{directory} already holds an index; add to it with `cpcl index add`, "
-                                "or choose another --out")
+INDEX_FILES = ("index.json", "embeddings.*.npy", "paths.*.txt", "faiss.*.index")
+
+
+def check_new_index_dir(directory: str | Path, overwrite: bool = False) -> None:
+    """Refuse a directory that holds an index (or, with ``overwrite``, remove that index's files)."""
+    claim_outputs(directory, INDEX_FILES, overwrite=overwrite, holds="an index",
+                  instead="add to it with `cpcl index add`, or choose another --out", error=GalleryIndexError)
 
 
 def default_nlist(count: int) -> int:
@@ -339,6 +342,8 @@ def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     for a while after a product and slow down the next encode). Fastest when ``gallery`` is Fortran-ordered:
     its transpose is then a contiguous ``(D, N)`` matrix and a query scans it row by row.
     """
+    import torch
+
     g = torch.from_numpy(gallery.T)  # (D, N) view
     q = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
     best_scores = torch.empty(len(queries), 0)

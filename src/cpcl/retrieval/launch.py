@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpcl.errors import CpclError
 
-class ServerError(RuntimeError):
+
+class ServerError(CpclError, RuntimeError):
     """The server exited or did not answer in time; the message holds what it printed."""
 
 

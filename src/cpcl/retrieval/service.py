@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cpcl.errors import CpclError
 from cpcl.retrieval.index import GalleryIndex, SearchHit, check_new_index_dir, list_images
 from cpcl.retrieval.retriever import Retriever, load_retriever
 
@@ -25,7 +26,7 @@ EXAMPLE_QUERIES = (
 )
 
 
-class QueryError(ValueError):
+class QueryError(CpclError, ValueError):
     """A search request that cannot be answered as asked (empty or over-long query, k out of range)."""
 
 
@@ -91,10 +92,11 @@ def model_info(retriever: Retriever) -> dict:
 
 def build_index(retriever: Retriever, images: str | Path | Sequence[Path], out: str | Path,
                 root: str | Path | None = None, kind: str = "exact", nlist: int | None = None, nprobe: int = 16,
-                progress: bool = False) -> GalleryIndex:
-    """Encode the images :func:`~cpcl.retrieval.index.list_images` finds and write an index to ``out``."""
+                progress: bool = False, overwrite: bool = False) -> GalleryIndex:
+    """Encode the images :func:`~cpcl.retrieval.index.list_images` finds and write an index to ``out`` (which
+    must not hold one, unless ``overwrite``)."""
     root, paths = list_images(images, root)
-    check_new_index_dir(out)  # fail before encoding, not after
+    check_new_index_dir(out, overwrite)  # fail before encoding, not after
     embeddings = retriever.encode_images(paths, progress=progress)
     return GalleryIndex.create(out, root, embeddings, paths, model_info(retriever), kind=kind, nlist=nlist,
                                nprobe=nprobe)

@@ -16,7 +16,7 @@ from PIL import Image
 from cpcl.data.synth.captions import regional_words, write_caption
 from cpcl.data.synth.identity import Identity, near_duplicate, random_identity
 from cpcl.data.synth.render import render_image
-from cpcl.io import atomic_save, atomic_write_text
+from cpcl.io import atomic_save, atomic_write_text, claim_outputs
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +61,19 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
                         width: int = 64, images_per_id: float = 3.0, captions_per_image: int = 2,
                         val_ids: int = 100, test_ids: int = 200, near_duplicate_fraction: float = 0.15,
                         domain: str = "street", workers: int | None = None, montage: bool = True,
-                        progress: bool = False) -> Path:
+                        progress: bool = False, overwrite: bool = False) -> Path:
     """Write SynthPedes to ``out`` in the CUHK-PEDES format (``reid_raw.json`` + ``imgs/``).
 
     Identities are split into train / val / test (``val_ids`` and ``test_ids`` persons held out).
-    Person ids are 1-based like CUHK-PEDES. Returns the path of ``reid_raw.json``.
+    Person ids are 1-based like CUHK-PEDES. Returns the path of ``reid_raw.json``. An ``out`` that holds a
+    dataset already is refused, unless ``overwrite``.
     """
     if domain not in DOMAINS:
         raise ValueError(f"unknown SynthPedes domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     if num_ids <= val_ids + test_ids:
         raise ValueError(f"num_ids={num_ids} leaves no training identities after {val_ids} val + {test_ids} test")
-    out = Path(out)
+    out = claim_outputs(out, ("reid_raw.json", "synthpedes_meta.json", "imgs", "montage.png"), overwrite=overwrite,
+                        holds="a dataset", instead="choose another --out")
     (out / "imgs" / "synth").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 0])
     identities: list[Identity] = []
