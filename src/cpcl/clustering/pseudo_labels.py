@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from cpcl.clustering.distances import cosine_distance_graph, jaccard_distance
 from cpcl.registry import Registry
+from cpcl.threads import library_threads
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def summarise(labels: np.ndarray) -> ClusterResult:
 
 def cluster_features(features: np.ndarray, distance: str = "jaccard", k1: int = 30, k2: int = 6,
                      eps: float = 0.6, min_samples: int = 4) -> ClusterResult:
-    """Cluster L2-normalised ``features`` (N, D) into pseudo identities (-1 = outlier)."""
-    graph = distance_graph(features, distance, k1, k2, eps)
-    return summarise(dbscan_labels(graph, eps, min_samples))
+    """Cluster L2-normalised ``features`` (N, D) into pseudo identities (-1 = outlier), with the process's
+    PyTorch thread count (:func:`cpcl.threads.library_threads`)."""
+    with library_threads():
+        graph = distance_graph(features, distance, k1, k2, eps)
+        return summarise(dbscan_labels(graph, eps, min_samples))
