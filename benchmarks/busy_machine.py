@@ -62,8 +62,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--data-root", default="data/synthpedes-demo")
     args = parser.parse_args()
-    variants = [("this tree", ROOT / "src", {}), ("this tree, OMP_NUM_THREADS=1", ROOT / "src",
-                                                  {"OMP_NUM_THREADS": "1"})]
+    variants = [("this tree", ROOT / "src", {}),
+                ("this tree, OMP_WAIT_POLICY=PASSIVE", ROOT / "src", {"OMP_WAIT_POLICY": "PASSIVE"}),
+                ("this tree, OMP_NUM_THREADS=1", ROOT / "src", {"OMP_NUM_THREADS": "1"})]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.baseline:

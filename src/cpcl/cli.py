@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from cpcl.errors import CpclError, UsageError
-from cpcl.threads import passive_waits
+from cpcl.threads import short_spin_waits
 from cpcl.version import __version__
 
 log = logging.getLogger("cpcl")
@@ -585,7 +585,7 @@ def _add_export_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    passive_waits()  # before any command imports PyTorch
+    short_spin_waits()  # before any command imports PyTorch
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging(args.verbose)

@@ -4,10 +4,13 @@ PyTorch, numba (the Jaccard kernels) and faiss (the k-NN) all run OpenMP paralle
 one OpenMP runtime: a numba or faiss call sets the process-wide OpenMP thread count, so after the first
 clustering PyTorch trained with every core again whatever ``OMP_NUM_THREADS`` or ``torch.set_num_threads``
 had asked for. And OpenMP's idle threads spin by default, which on a CPU shared with other work burns the
-time slices the busy threads need (a demo step took 7.5x as long under a load of three busy processes).
+time slices the busy threads need (a demo step took 7x as long under a load of three busy processes).
 
-:func:`passive_waits` (called by the command line before PyTorch loads) makes idle threads sleep, and
-:func:`library_threads` runs numba and faiss with PyTorch's thread count and gives PyTorch its count back.
+:func:`short_spin_waits` (called by the command line before PyTorch loads) lets idle threads spin only
+briefly before they sleep, and :func:`library_threads` runs numba and faiss with PyTorch's thread count and
+gives PyTorch its count back. ``benchmarks/busy_machine.py`` measured the choice: a short spin costs nothing
+on a quiet machine, where sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) made steps about 15 % slower, and
+takes most of the loss away on a busy one, where ``PASSIVE`` is faster still.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+SPIN_COUNT = "10000"  # GNU OpenMP's default is 300000 spins before an idle thread sleeps
 
-def passive_waits() -> None:
-    """Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``) unless the user chose a
-    policy. Takes effect only if called before the OpenMP runtime loads (before ``import torch``)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+def short_spin_waits() -> None:
+    """Idle OpenMP threads spin briefly, then sleep (``GOMP_SPINCOUNT``), unless the user chose a wait policy
+    or a spin count. Takes effect only if called before the OpenMP runtime loads (before ``import torch``)."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 
 @contextlib.contextmanager
