@@ -25,7 +25,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]], alig
 
 
 def machine() -> str:
-    """The processor, its core count and the load average when the benchmark started."""
+    """The processor, its core count and the load average (1, 5, 15 min) when this is called."""
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load}"
 

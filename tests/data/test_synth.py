@@ -64,3 +64,14 @@ def test_street_annotators_use_their_own_words(tmp_path):
     # that the street annotators keep is the indoor annotator's word
     assert len(s_caps) == len(i_caps)
     assert all(_STREET_PATTERN.search(c) for c in i_caps[:5])
+
+
+def test_the_montage_is_filled_and_its_captions_are_readable(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    generate_synthpedes(tmp_path / "sp", num_ids=12, seed=2, val_ids=2, test_ids=2, workers=1)
+    sheet = np.asarray(Image.open(tmp_path / "sp" / "montage.png").convert("L"))
+    filled_rows = np.where((sheet < 200).any(axis=1))[0]
+    # the content reaches the last tenth of the sheet: no empty band below the captions
+    assert filled_rows.max() > 0.9 * sheet.shape[0]

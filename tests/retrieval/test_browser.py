@@ -44,11 +44,9 @@ def server(gallery, tiny_checkpoint, tmp_path):
         yield running.url
 
 
-def test_search_page_in_headless_chromium(server):
+def _chrome():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -56,7 +54,14 @@ def test_search_page_in_headless_chromium(server):
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--window-size=1280,800"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def test_search_page_in_headless_chromium(server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chrome()
     try:
         driver.get(server + "/")
         wait = WebDriverWait(driver, 30)
@@ -83,5 +88,23 @@ def test_search_page_in_headless_chromium(server):
         driver.find_element(By.CSS_SELECTOR, "#examples button.example").click()
         wait.until(lambda d: d.find_element(By.ID, "error").text == "")
         wait.until(lambda d: "results for" in d.find_element(By.ID, "status").text)
+    finally:
+        driver.quit()
+
+
+def test_api_docs_page_renders_offline_in_headless_chromium(server):
+    """The machine has no route to a CDN: the page must render every endpoint from /openapi.json by itself."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = _chrome()
+    try:
+        driver.get(server + "/api/docs")
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#endpoints section")) >= 2)
+        headings = [h.text for h in driver.find_elements(By.CSS_SELECTOR, "#endpoints h2")]
+        assert any("/api/search" in h for h in headings) and any("/api/info" in h for h in headings)
+        assert "≤ 100" in driver.find_element(By.ID, "endpoints").text  # k's limit, read from the schema
+        assert driver.find_element(By.ID, "error").text == ""
     finally:
         driver.quit()

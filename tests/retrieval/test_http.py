@@ -77,3 +77,14 @@ def test_an_indexed_file_replaced_by_a_link_out_of_the_root_is_not_served(galler
     http = TestClient(build_app(SearchService(retriever, index)))
     assert http.get(f"/images/{index.paths[0]}").status_code == 404
     assert http.get(f"/images/{index.paths[1]}").status_code == 200
+
+
+def test_api_docs_work_offline(client):
+    """The API page is served by the package and reads /openapi.json: nothing is fetched from another site."""
+    page = client[0].get("/api/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "http://" not in page.text and "https://" not in page.text and "/openapi.json" in page.text
+    spec = client[0].get("/openapi.json").json()
+    assert {"/api/search", "/api/info"} <= set(spec["paths"])
+    params = {p["name"]: p for p in spec["paths"]["/api/search"]["get"]["parameters"]}
+    assert params["k"]["schema"]["maximum"] == 100 and params["q"]["required"]

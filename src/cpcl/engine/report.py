@@ -45,39 +45,58 @@ def plot_curves(history: list[dict[str, Any]], zero_shot: dict[str, Any] | None,
     """Loss, val R1/mAP and (when clustering) pseudo-label statistics per epoch, as a PNG."""
     if not history:
         return
+    import matplotlib.pyplot as plt
+
+    fig = curves_figure(history, zero_shot)
+    atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+def curves_figure(history: list[dict[str, Any]], zero_shot: dict[str, Any] | None):
+    """The figure of :func:`plot_curves`: every panel on one epoch axis (0 = before training)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     pseudo_rows = [r for r in history if r.get("pseudo") and "image_clusters" in r["pseudo"]]
     fig, axes = plt.subplots(1, 3 if pseudo_rows else 2, figsize=(15 if pseudo_rows else 10, 3.6))
     ax_loss, ax_val = axes[0], axes[1]
-    epochs = [r["epoch"] for r in history]
-    ax_loss.plot(epochs, [r["loss"] for r in history], marker="o")
+    ax_loss.plot([r["epoch"] for r in history], [r["loss"] for r in history], marker="o", label="total")
     ax_loss.set(xlabel="epoch", ylabel="train loss", title="training loss")
     val_rows = [r for r in history if "val" in r]
     if val_rows:
-        ve = [r["epoch"] for r in val_rows]
+        start = [(0, zero_shot)] if zero_shot else []
+        points = start + [(r["epoch"], r["val"]) for r in val_rows]
         for key in ("rank1", "mAP"):
-            start = [zero_shot[key]] if zero_shot else []
-            ax_val.plot(([0] if zero_shot else []) + ve, start + [r["val"][key] for r in val_rows], marker="o",
-                        label=key)
-        ax_val.set(xlabel="epoch", ylabel="%", title="val retrieval")
+            ax_val.plot([e for e, _ in points], [m[key] for _, m in points], marker="o", label=key)
+        ax_val.set(xlabel="epoch (0: before training)", ylabel="%", title="val retrieval")
         ax_val.legend()
     if pseudo_rows:
-        ax = axes[2]
-        pe = [r["epoch"] for r in pseudo_rows]
-        for key, style in (("image_outliers", "-"), ("text_outliers", "--"), ("image_pair_precision", "-"),
-                           ("text_pair_precision", "--")):
-            if key in pseudo_rows[0]["pseudo"]:
-                ax.plot(pe, [100 * r["pseudo"].get(key, float("nan")) for r in pseudo_rows], style, marker="o",
-                        label=key.replace("_", " "))
-        ax.set(xlabel="epoch", ylabel="%", title="pseudo labels (precision: held-out ids, report only)")
-        twin = ax.twinx()
-        twin.plot(pe, [r["pseudo"]["image_clusters"] for r in pseudo_rows], ":", color="k", label="image clusters")
-        twin.set_ylabel("clusters")
-        ax.legend(fontsize=7, loc="lower left")
+        _pseudo_panel(axes[2], pseudo_rows)
+    last = max(r["epoch"] for r in history)
+    for ax in axes:
+        ax.set_xlim(-0.3, last + 0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    return fig
+
+
+def _pseudo_panel(ax, rows: list[dict[str, Any]]) -> None:
+    """Outlier shares and pair precision (%) on the left axis, cluster counts of both modalities on the right."""
+    epochs = [r["epoch"] for r in rows]
+    for key, style in (("image_outliers", "-"), ("text_outliers", "--"), ("image_pair_precision", "-"),
+                       ("text_pair_precision", "--")):
+        if key in rows[0]["pseudo"]:
+            ax.plot(epochs, [100 * r["pseudo"].get(key, float("nan")) for r in rows], style, marker="o",
+                    label=key.replace("_", " "))
+    ax.set(xlabel="epoch", ylabel="%", title="pseudo labels (precision: held-out ids, report only)")
+    twin = ax.twinx()
+    for key, style in (("image_clusters", ":"), ("text_clusters", "-.")):
+        twin.plot(epochs, [r["pseudo"][key] for r in rows], style, color="k", marker=".",
+                  label=key.replace("_", " "))
+    twin.set_ylabel("clusters")
+    handles, labels = ax.get_legend_handles_labels()
+    twin_handles, twin_labels = twin.get_legend_handles_labels()
+    ax.legend(handles + twin_handles, labels + twin_labels, fontsize=7, loc="lower left")

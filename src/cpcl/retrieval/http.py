@@ -5,6 +5,8 @@
 - ``GET /api/info``                  index size, model, limits and example queries
 - ``GET /images/{path}``             an indexed image; only paths listed in the index are served
 - ``GET /healthz``                   liveness
+- ``GET /api/docs``                  the endpoints, read from ``/openapi.json`` by a page served from the
+                                     package (works offline; FastAPI's Swagger UI loads from a CDN)
 
 Malformed requests (empty or over-long query, k out of range or not a number) get a 422 whose ``detail``
 is one readable sentence.
@@ -24,6 +26,7 @@ from cpcl.retrieval.service import EXAMPLE_QUERIES, MAX_K, MAX_QUERY_CHARS, Quer
 from cpcl.version import __version__
 
 PAGE = Path(__file__).parent / "static" / "index.html"
+API_PAGE = Path(__file__).parent / "static" / "api.html"
 
 
 def image_url(path: str) -> str:
@@ -31,10 +34,10 @@ def image_url(path: str) -> str:
 
 
 def build_app(service: SearchService, examples: Sequence[str] = EXAMPLE_QUERIES) -> FastAPI:
-    app = FastAPI(title="cpcl search", version=__version__, docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(title="cpcl search", version=__version__, docs_url=None, redoc_url=None)
     index = service.index
     root = index.root.resolve()
-    page = PAGE.read_text()
+    page, api_page = PAGE.read_text(), API_PAGE.read_text()
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -52,17 +55,21 @@ def build_app(service: SearchService, examples: Sequence[str] = EXAMPLE_QUERIES)
     def home() -> HTMLResponse:
         return HTMLResponse(page)
 
+    @app.get("/api/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        return HTMLResponse(api_page)
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/api/info")
+    @app.get("/api/info", summary="the index size, the model, the limits and the example queries")
     def info() -> dict:
         model = {k: index.manifest["model"][k] for k in ("fingerprint", "arch", "embed_dim")}
         return {"images": len(index), "kind": index.kind, "model": model,
                 "max_k": MAX_K, "max_query_chars": MAX_QUERY_CHARS, "examples": list(examples)}
 
-    @app.get("/api/search")
+    @app.get("/api/search", summary="rank the gallery for a description: hits with scores and image URLs")
     def search(q: str = Query(..., min_length=1, max_length=MAX_QUERY_CHARS, description="what the person looks like"),
                k: int = Query(10, ge=1, le=MAX_K, description="number of results")) -> dict:
         result = service.search(q, k)

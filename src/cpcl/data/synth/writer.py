@@ -125,23 +125,32 @@ def _map(jobs: list[_Job], workers: int, progress: bool) -> list[list[dict]]:
         return list(tqdm(pool.map(_render_person, jobs, chunksize=16), **bar))
 
 
-def save_montage(records: Iterable[dict], image_root: Path, path: Path, count: int = 8) -> None:
-    """A PNG of ``count`` sample images with their captions, for a person to look at."""
+def save_montage(records: Iterable[dict], image_root: Path, path: Path, count: int = 8, columns: int = 4) -> None:
+    """A PNG of ``count`` sample images, each with its identity and captions beside it, for a person to read."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
-    import textwrap
-
     import matplotlib.pyplot as plt
 
     records = list(records)[: count * 7 : 7][:count]
-    fig, axes = plt.subplots(1, len(records), figsize=(2.4 * len(records), 5.6))
-    for ax, rec in zip(np.atleast_1d(axes), records, strict=False):
+    rows = -(-len(records) // columns)
+    image_h, image_w, text_w, gap, font = 2.4, 1.2, 2.3, 0.25, 8.5  # inches, points
+    texts = ["\n\n".join(textwrap.fill(c, 34) for c in rec["captions"]) for rec in records]
+    line_h = font * 1.25 / 72
+    cell_h = max(image_h, max(t.count("\n") + 1 for t in texts) * line_h) + 0.35  # + the identity line
+    cell_w = image_w + 0.1 + text_w
+    width, height = columns * cell_w + (columns + 1) * gap, rows * cell_h + (rows + 1) * gap
+    fig = plt.figure(figsize=(width, height))
+    for i, (rec, text) in enumerate(zip(records, texts, strict=True)):
+        row, col = divmod(i, columns)
+        left = gap + col * (cell_w + gap)
+        top = height - gap - row * (cell_h + gap)
+        ax = fig.add_axes([left / width, (top - 0.3 - image_h) / height, image_w / width, image_h / height])
         ax.imshow(Image.open(image_root / rec["file_path"]))
         ax.set_axis_off()
-        text = "\n\n".join(textwrap.fill(c, 30) for c in rec["captions"])
-        ax.set_title(f"id {rec['id']}", fontsize=9)
-        ax.text(0.0, -0.03, text, transform=ax.transAxes, fontsize=6.5, va="top", ha="left")
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.42, wspace=0.15)
+        fig.text(left / width, (top - 0.2) / height, f"id {rec['id']}", fontsize=font + 1, weight="bold")
+        fig.text((left + image_w + 0.1) / width, (top - 0.3) / height, text, fontsize=font, va="top")
     atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
