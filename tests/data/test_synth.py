@@ -75,3 +75,17 @@ def test_the_montage_is_filled_and_its_captions_are_readable(tmp_path):
     filled_rows = np.where((sheet < 200).any(axis=1))[0]
     # the content reaches the last tenth of the sheet: no empty band below the captions
     assert filled_rows.max() > 0.9 * sheet.shape[0]
+
+
+def test_a_missing_synthetic_root_says_it_is_generated_there_once(tmp_path, caplog):
+    import logging
+
+    from cpcl.config import SynthConfig
+    from cpcl.data.sources import prepare_synth
+
+    settings = SynthConfig(num_ids=8, val_ids=2, test_ids=2, height=64, width=32)
+    with caplog.at_level(logging.INFO, logger="cpcl"):
+        prepare_synth(tmp_path / "new", settings)
+        prepare_synth(tmp_path / "new", settings)  # the second run reuses it, silently
+    said = [r.getMessage() for r in caplog.records if "generating it there" in r.getMessage()]
+    assert len(said) == 1 and str(tmp_path / "new") in said[0]
