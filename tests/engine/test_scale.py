@@ -189,11 +189,13 @@ def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path):
     """`cpcl train --nproc 2` (torchrun), 2 processes on the CPU (gloo), 2 CPCL epochs, each process's batch
     in 2 micro-batches: the same clusters, losses, val metrics and weights (1e-5, see _max_weight_difference)
     as one process with the same global batch; augmentation is off because its random draws differ per
-    process."""
+    process. Every collective is checked against the backends a CUDA run would have (NCCL has no CPU
+    collectives: an NCCL-only group fails this test)."""
     values = tiny_config(tiny_synth, *CPCL, *NO_AUGMENT).to_dict()
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(values))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # every collective refuses a tensor that a CUDA run's process group would have no backend for
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CPCL_CHECK_COLLECTIVES": "cuda"}
     # --nproc 2 relaunches under torchrun; its micro-batches (accumulate 2) exercise DDP's no_sync as well
     for name, nproc, accumulate in (("one", "1", "1"), ("two", "2", "2")):
         cmd = [sys.executable, "-m", "cpcl", "train", "--nproc", nproc, "--config", str(cfg), "--out",
@@ -227,3 +229,19 @@ def test_resume_from_the_command_line(tiny_synth, tmp_path, capsys):
     assert "no last.pt" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "run"), "--config", str(cfg)]) == 2
     assert "drop --config" in capsys.readouterr().err
+
+
+def test_collectives_refuse_tensors_the_run_has_no_backend_for(monkeypatch):
+    from cpcl.engine import distributed
+
+    assert distributed.backend_devices(distributed.backend_for(torch.device("cuda"))) == {"cpu", "cuda"}
+    assert distributed.backend_devices(distributed.backend_for(torch.device("cpu"))) == {"cpu"}
+    assert distributed.backend_devices("nccl") == {"cuda"}  # what a CUDA run joined before: no CPU collectives
+    calls = []
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, **kw: calls.append(tensor))
+    distributed.check_collective_devices({"cuda"}, "cuda")
+    with pytest.raises(RuntimeError, match="dist.all_reduce got a cpu tensor .* no backend for it"):
+        distributed.dist.all_reduce(torch.zeros(3))
+    assert not calls
+    distributed.check_collective_devices({"cpu", "cuda"}, "cuda")  # already checked: not wrapped twice
+    assert distributed.dist.all_reduce.cpcl_checked.__name__ == "<lambda>"

@@ -1,9 +1,13 @@
 """Distributed data parallel plumbing: the process group, collectives, and the batch sharding.
 
-A run started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) joins a process group: NCCL when
-it trains on CUDA, gloo on the CPU. Every rank builds the same global batch order from ``(seed, epoch)``
-and takes its contiguous slice of each global batch, so a run on N ranks sees the same batches as a
-single-process run with the same ``train.batch_size`` (the global batch).
+A run started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) joins a process group with a backend
+for every device a collective's tensors can be on: ``cpu:gloo,cuda:nccl`` when it trains on CUDA (NCCL
+has no CPU collectives: sizes, indices, loss totals and the features gathered for clustering are CPU
+tensors), gloo on the CPU. ``CPCL_CHECK_COLLECTIVES=cuda`` makes every collective refuse a tensor on a
+device that the CUDA run's group would have no backend for; the CPU test suite runs a 2-process training
+that way. Every rank builds the same global batch order from ``(seed, epoch)`` and takes its contiguous
+slice of each global batch, so a run on N ranks sees the same batches as a single-process run with the
+same ``train.batch_size`` (the global batch).
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ def launched_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def backend_for(device: torch.device) -> str:
+    """The process group's backends when training on ``device``: one for each device type a tensor handed
+    to a collective can be on."""
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
+def backend_devices(backend: str) -> set[str]:
+    """Device types a backend string serves: ``"cpu:gloo,cuda:nccl"`` -> {cpu, cuda}; ``"nccl"`` -> {cuda}."""
+    if ":" in backend:
+        return {part.split(":")[0] for part in backend.split(",")}
+    return {"cuda"} if backend == "nccl" else {"cpu"}
+
+
 def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun set up (if any) -> ``(info, this rank's device)``."""
     if not launched_distributed():
@@ -53,9 +70,43 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=info.rank,
-                                world_size=info.world_size, device_id=device if device.type == "cuda" else None)
+        dist.init_process_group(backend_for(device), rank=info.rank, world_size=info.world_size,
+                                device_id=device if device.type == "cuda" else None)
+    checked = os.environ.get("CPCL_CHECK_COLLECTIVES")
+    if checked:
+        check_collective_devices(backend_devices(backend_for(torch.device(checked))), checked)
     return info, device
+
+
+_COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_reduce", "broadcast", "reduce_scatter",
+                "reduce_scatter_tensor", "gather", "scatter", "reduce")
+
+
+def check_collective_devices(allowed: set[str], run: str) -> None:
+    """Make every collective of ``torch.distributed`` refuse a tensor whose device type is not in ``allowed``:
+    the device types that a run on ``run`` has a backend for (NCCL alone: CUDA tensors only)."""
+
+    def tensors(value):
+        if isinstance(value, torch.Tensor):
+            yield value
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from tensors(item)
+
+    def wrap(name, function):
+        def checked(*args, **kwargs):
+            for tensor in tensors([*args, *kwargs.values()]):
+                if tensor.device.type not in allowed:
+                    raise RuntimeError(f"dist.{name} got a {tensor.device.type} tensor {tuple(tensor.shape)}: a run "
+                                       f"on {run} has no backend for it (backends for: {', '.join(sorted(allowed))})")
+            return function(*args, **kwargs)
+
+        checked.cpcl_checked = function
+        return checked
+
+    for name in _COLLECTIVES:
+        if hasattr(dist, name) and not hasattr(getattr(dist, name), "cpcl_checked"):
+            setattr(dist, name, wrap(name, getattr(dist, name)))
 
 
 def shutdown_distributed() -> None:
