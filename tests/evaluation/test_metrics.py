@@ -75,3 +75,16 @@ def test_chance_is_near_the_analytic_rank_k():
     for k, got in ((1, m.rank1), (5, m.rank5), (10, m.rank10)):
         p = 1 - comb(297, k) / comb(300, k)
         assert got == pytest.approx(100 * p, abs=3 * 100 * (p * (1 - p) / 2000) ** 0.5), k
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_counted_ranks_match_the_naive_loop_with_many_ties_and_uneven_identities(seed):
+    """Scores on a coarse grid (ties everywhere), identities with 1 to 9 images, queries in any order."""
+    rng = np.random.default_rng(seed)
+    gids = np.repeat(np.arange(15), rng.integers(1, 10, size=15))
+    rng.shuffle(gids)
+    qids = rng.choice(gids, size=40)
+    sim = rng.integers(0, 5, size=(40, len(gids))) / 4.0
+    got = retrieval_metrics(sim, qids, gids, chunk_size=int(rng.integers(1, 40))).as_dict()
+    for key, value in naive_metrics(sim, qids, gids).items():
+        assert got[key] == pytest.approx(value, abs=1e-9), key

@@ -27,10 +27,10 @@ class EvalSplit:
 
     def similarity(self, model: RetrievalModel, device: torch.device, batch_size: int = 256,
                    progress: bool = False) -> torch.Tensor:
-        """``(num_captions, num_images)`` cosine similarities."""
+        """``(num_captions, num_images)`` cosine similarities, on ``device`` (the metrics run where they are)."""
         gallery = encode_images(model, self.images, device, batch_size, progress=progress)
         queries = encode_texts(model, self.tokens, device, batch_size, progress=progress)
-        return queries @ gallery.t()
+        return queries.to(device) @ gallery.to(device).t()
 
     def evaluate(self, model: RetrievalModel, device: torch.device, batch_size: int = 256,
                  progress: bool = False) -> RetrievalMetrics:
