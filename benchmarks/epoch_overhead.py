@@ -34,7 +34,7 @@ def main() -> None:
     rows = [json.loads(line) for line in (Path(args.out) / "metrics.jsonl").read_text().splitlines()][1:]
     table = []
     for row in rows:
-        t = row["time"]
+        t = {k: v for k, v in row["time"].items() if isinstance(v, float)}  # phases are parts of cluster
         total = sum(v for k, v in t.items() if k != "forward_backward")
         table.append({"epoch": row["epoch"], "total_s": total, **{f"{k}_s": v for k, v in t.items()},
                       "outside_share": 1.0 - t["forward_backward"] / total})

@@ -11,7 +11,7 @@ import cpcl
 # lowest first; a module may import its own package and any package of a lower layer
 LAYERS = [
     {"cpcl.version", "cpcl.errors"},
-    {"cpcl.io", "cpcl.config", "cpcl.registry", "cpcl.threads"},
+    {"cpcl.io", "cpcl.config", "cpcl.registry", "cpcl.threads", "cpcl.timing"},
     {"cpcl.data"},
     {"cpcl.model", "cpcl.clustering", "cpcl.losses", "cpcl.memory"},
     {"cpcl.evaluation"},

@@ -63,3 +63,36 @@ def test_cosine_graph():
     assert np.allclose(coo.data, np.clip(1 - (x[coo.row] * x[coo.col]).sum(1), 0, None), atol=1e-6)
     assert abs(d - d.T).max() < 1e-6
 
+
+
+def test_the_torch_knn_equals_faiss():
+    """The CUDA path (chunked products and top-k) is the same search; run here on the CPU, in small chunks."""
+    from cpcl.clustering.distances import knn_inner_product, knn_torch
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_array_equal(knn_torch(x, 7, "cpu", chunk_bytes=4 * 300 * 37), knn_inner_product(x, 7))
+
+
+def test_a_hub_dominated_graph_is_refused_before_the_expensive_step():
+    """Nearly collinear features (a collapsed or random-init model): refused in well under a second, where
+    the sum of minima would compare most of the N^2 pairs; spread features pass."""
+    import time
+
+    from cpcl.clustering.distances import DegenerateNeighbourhoods
+    from cpcl.clustering.pseudo_labels import cluster_features
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(600, 64))
+    x = (centres[rng.integers(0, 600, 2000)] + 0.6 * rng.normal(size=(2000, 64))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    collapsed = (x[:1] + 0.02 * x).astype(np.float32)
+    collapsed /= np.linalg.norm(collapsed, axis=1, keepdims=True)
+    jaccard_distance(x, k1=30, k2=6, max_distance=0.6)  # spread: fine
+    t0 = time.perf_counter()
+    with pytest.raises(DegenerateNeighbourhoods, match="hub-dominated neighbour graph: .* share one neighbour"):
+        jaccard_distance(collapsed, k1=30, k2=6, max_distance=0.6)
+    result = cluster_features(collapsed, k1=30, k2=6, eps=0.6)
+    assert time.perf_counter() - t0 < 5
+    assert result.skipped and result.num_clusters == 0 and result.degenerate(0.5) == result.skipped

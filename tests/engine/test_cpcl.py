@@ -86,3 +86,34 @@ def test_degenerate_clustering_falls_back_to_the_instance_loss(tiny_synth, tmp_p
     row = _rows(tmp_path / "d")[1]
     assert "degenerate" in row["pseudo"] and "intra_image" not in row
     assert "instance loss only" in caplog.text
+
+
+def test_collapsed_features_skip_the_epoch_s_clustering_with_a_warning(caplog):
+    """A collapsed model's features: the epoch trains the instance loss, and the warning says what was seen."""
+    import numpy as np
+
+    from cpcl.config import ClusterConfig, OplmConfig
+    from cpcl.engine.pseudo import _cluster
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1500, 32)).astype(np.float32)
+    collapsed = torch.nn.functional.normalize(torch.from_numpy(x[:1] + 0.01 * x), dim=1)
+    owner = torch.arange(1500).repeat_interleave(2)
+    captions = collapsed[owner]
+    labels = _cluster(collapsed, captions, owner, ClusterConfig(enabled=True, k1=30, k2=6), OplmConfig(enabled=True),
+                      None, None)
+    assert not labels.usable and "hub-dominated" in labels.stats["degenerate"]
+    assert "clustering skipped for this epoch" in caplog.text and "share one neighbour" in caplog.text
+
+
+def test_every_labelling_phase_says_what_it_does_and_how_long_it_took(tiny_synth, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="cpcl"):
+        train(tiny_config(tiny_synth, *CPCL, "train.epochs=1"), tmp_path / "run", progress=False)
+    for name in ("extract images (52)", "extract captions (104)", "image k-NN (52 samples)", "image jaccard distances",
+                 "image DBSCAN", "text k-NN (104 samples)", "OPLM", "memories"):
+        assert f"{name} ..." in caplog.text, name
+        assert any(r.getMessage().startswith(f"{name}: ") and r.getMessage().endswith("s") for r in caplog.records)
+    phases = _rows(tmp_path / "run")[1]["time"]["phases"]
+    assert {"image DBSCAN", "OPLM", "memories"} <= set(phases)

@@ -27,12 +27,20 @@ import scipy.sparse as sp
 log = logging.getLogger(__name__)
 
 
-def knn_inner_product(features: np.ndarray, k: int) -> np.ndarray:
+class DegenerateNeighbourhoods(RuntimeError):
+    """The neighbour graph is dominated by hubs (collapsed or badly initialised features): the Jaccard step
+    would compare a large share of all N^2 pairs. The message says what was seen."""
+
+
+def knn_inner_product(features: np.ndarray, k: int, device=None) -> np.ndarray:
     """Indices ``(N, k)`` of the ``k`` most similar rows (by inner product) of each row, best first.
 
-    Exact search with faiss (flat index, BLAS): O(N^2 D) time, O(N k) memory. The point itself is
-    normally first (its own similarity is the largest for unit vectors).
+    Exact search: on a CUDA ``device`` as chunked matrix products and top-k (:func:`knn_torch`), otherwise
+    with faiss (flat index, BLAS; faster than PyTorch on a CPU). O(N^2 D) time, O(N k) memory. The point
+    itself is normally first (its own similarity is the largest for unit vectors).
     """
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        return knn_torch(features, k, device)
     import faiss
 
     x = np.ascontiguousarray(features, dtype=np.float32)
@@ -40,6 +48,21 @@ def knn_inner_product(features: np.ndarray, k: int) -> np.ndarray:
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
     return index.search(x, k)[1].astype(np.int64)
+
+
+def knn_torch(features: np.ndarray, k: int, device, chunk_bytes: int = 1 << 30) -> np.ndarray:
+    """:func:`knn_inner_product` with PyTorch on ``device``: rows in chunks whose similarity block stays
+    under ``chunk_bytes``."""
+    import torch
+
+    x = torch.as_tensor(np.ascontiguousarray(features, dtype=np.float32)).to(device)
+    n = x.shape[0]
+    k = min(k, n)
+    rows = max(1, chunk_bytes // (4 * max(1, n)))
+    out = torch.empty(n, k, dtype=torch.long, device=device)
+    for start in range(0, n, rows):
+        out[start:start + rows] = (x[start:start + rows] @ x.t()).topk(k, dim=1).indices
+    return out.cpu().numpy()
 
 
 def _rows_to_csr(rows: np.ndarray, n: int, values: np.ndarray | None = None) -> sp.csr_matrix:
@@ -148,12 +171,21 @@ def _sum_of_minima(v: sp.csr_matrix, s_min: float = 0.0) -> sp.csr_matrix:
 
 
 def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
-                     knn: np.ndarray | None = None) -> sp.csr_matrix:
+                     knn: np.ndarray | None = None, max_hub_ratio: float = 4.0,
+                     max_pair_work: float = 5e9) -> sp.csr_matrix:
     """Sparse k-reciprocal Jaccard distances of L2-normalised ``features`` (N, D).
 
     Returns a CSR ``(N, N)`` matrix holding ``d_J(i, j)`` for every pair with ``d_J < max_distance`` (the
     diagonal, distance 0, is stored explicitly). Unstored pairs have distance >= ``max_distance``.
-    Memory is ``O(N * k1 * k2)``.
+    Memory is ``O(N * k1 * k2)`` on a healthy neighbour graph.
+
+    Before the one step whose cost can grow to N^2 (the sum of minima over shared neighbours), its work is
+    counted — ``Σ_k c_k²`` pair updates for c_k samples sharing neighbour k — and a graph dominated by hubs
+    raises :class:`DegenerateNeighbourhoods` instead: when one neighbour is shared by more than half of the
+    samples (and by more than 20 k1: no k1-neighbourhood reaches that far; nearly collinear features give
+    80 %), when the work is ``max_hub_ratio`` times what the same number of neighbour entries spread evenly
+    would cost (1.0-1.6 on trained and on random small-model features; 4-20 on collapsed ones), or when it
+    is above ``max_pair_work`` pair updates.
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = x.shape[0]
@@ -185,6 +217,7 @@ def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, max_distan
     if k2 > 1:
         q = _rows_to_csr(knn[:, :k2], n, np.full(n * min(k2, knn.shape[1]), 1.0 / min(k2, knn.shape[1])))
         v = (q @ v).tocsr()
+    _check_hubs(v, k1, max_hub_ratio, max_pair_work)
     # d_J < max_distance  <=>  s > 2 (1 - max_distance) / (2 - max_distance)
     s = _sum_of_minima(v, s_min=2.0 * (1.0 - max_distance) / (2.0 - max_distance))
     s.data = np.clip(1.0 - s.data / (2.0 - s.data), 0.0, None)
@@ -194,16 +227,34 @@ def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, max_distan
     return s
 
 
+def _check_hubs(v: sp.csr_matrix, k1: int, max_hub_ratio: float, max_pair_work: float) -> None:
+    """Refuse a neighbour graph whose sum of minima would touch a large share of all pairs (see
+    :func:`jaccard_distance`)."""
+    n = v.shape[0]
+    if n == 0 or v.nnz == 0:
+        return
+    shared = np.bincount(v.indices, minlength=n).astype(np.float64)  # samples that share neighbour k
+    work = float((shared**2).sum())
+    ratio = n * work / float(v.nnz) ** 2
+    hub = shared.max() > max(0.5 * n, 20 * k1)  # one neighbour of most samples: far beyond any k1-neighbourhood
+    if hub or ratio > max_hub_ratio or work > max_pair_work:
+        raise DegenerateNeighbourhoods(
+            f"hub-dominated neighbour graph: {int(shared.max())} of {n} samples share one neighbour, and the "
+            f"Jaccard step would compare {work:.2g} pairs ({ratio:.1f}x an even spread of the same neighbour "
+            "sets) — collapsed or badly initialised features")
+
+
 def _filter(mat: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
     coo = mat.tocoo()
     return sp.csr_matrix((coo.data[mask], (coo.row[mask], coo.col[mask])), shape=mat.shape)
 
 
-def cosine_distance_graph(features: np.ndarray, k: int = 30, max_distance: float = 1.0) -> sp.csr_matrix:
+def cosine_distance_graph(features: np.ndarray, k: int = 30, max_distance: float = 1.0,
+                          knn: np.ndarray | None = None) -> sp.csr_matrix:
     """Sparse ``1 - cos`` to each point's ``k`` nearest neighbours (symmetrised), below ``max_distance``."""
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = x.shape[0]
-    knn = knn_inner_product(x, min(k + 1, n))
+    knn = knn_inner_product(x, min(k + 1, n)) if knn is None else knn[:, :min(k + 1, n)]
     pattern = _rows_to_csr(knn, n)
     pattern = (pattern + pattern.T).tocsr()
     pattern.data[:] = 1.0

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.sparse as sp
 
-from cpcl.clustering.distances import cosine_distance_graph, jaccard_distance
+from cpcl.clustering.distances import (
+    DegenerateNeighbourhoods,
+    cosine_distance_graph,
+    jaccard_distance,
+    knn_inner_product,
+)
 from cpcl.registry import Registry
 from cpcl.threads import library_threads
+from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
 
-# cluster.distance -> (features, k1, k2, eps) -> sparse distances of every pair closer than (just above) eps
-DISTANCES: Registry[Callable[[np.ndarray, int, int, float], sp.csr_matrix]] = Registry("clustering distance")
-DISTANCES.register("jaccard", lambda x, k1, k2, eps: jaccard_distance(x, k1=k1, k2=k2,
-                                                                      max_distance=min(1.0, eps + 1e-6)))
-DISTANCES.register("cosine", lambda x, k1, k2, eps: cosine_distance_graph(x, k=k1, max_distance=min(2.0, eps + 1e-6)))
+# cluster.distance -> (features, k1, k2, eps, k-NN table or None) -> sparse distances of every pair closer than
+# (just above) eps
+Distance = Callable[[np.ndarray, int, int, float, "np.ndarray | None"], sp.csr_matrix]
+DISTANCES: Registry[Distance] = Registry("clustering distance")
+DISTANCES.register("jaccard", lambda x, k1, k2, eps, knn=None: jaccard_distance(
+    x, k1=k1, k2=k2, max_distance=min(1.0, eps + 1e-6), knn=knn))
+DISTANCES.register("cosine", lambda x, k1, k2, eps, knn=None: cosine_distance_graph(
+    x, k=k1, max_distance=min(2.0, eps + 1e-6), knn=knn))
 
 
 @dataclass(frozen=True)
@@ -28,9 +37,13 @@ class ClusterResult:
     num_clusters: int
     outlier_fraction: float
     largest_fraction: float  # share of all samples in the largest cluster
+    skipped: str | None = None  # why the clustering was not run (every sample is then an outlier)
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase
 
     def degenerate(self, max_cluster_fraction: float) -> str | None:
         """Why this clustering cannot train prototypes, or None when it can."""
+        if self.skipped:
+            return self.skipped
         if self.num_clusters == 0:
             return "no cluster at all (every sample is an outlier)"
         if self.num_clusters == 1 or self.largest_fraction > max_cluster_fraction:
@@ -38,9 +51,10 @@ class ClusterResult:
         return None
 
 
-def distance_graph(features: np.ndarray, distance: str, k1: int, k2: int, eps: float) -> sp.csr_matrix:
+def distance_graph(features: np.ndarray, distance: str, k1: int, k2: int, eps: float,
+                   knn: np.ndarray | None = None) -> sp.csr_matrix:
     """Sparse distances of every pair closer than (just above) ``eps``; what DBSCAN needs, nothing more."""
-    return DISTANCES.get(distance)(features, k1, k2, eps)
+    return DISTANCES.get(distance)(features, k1, k2, eps, knn)
 
 
 def dbscan_labels(graph: sp.csr_matrix, eps: float, min_samples: int) -> np.ndarray:
@@ -71,9 +85,25 @@ def summarise(labels: np.ndarray) -> ClusterResult:
 
 
 def cluster_features(features: np.ndarray, distance: str = "jaccard", k1: int = 30, k2: int = 6,
-                     eps: float = 0.6, min_samples: int = 4) -> ClusterResult:
-    """Cluster L2-normalised ``features`` (N, D) into pseudo identities (-1 = outlier), with the process's
-    PyTorch thread count (:func:`cpcl.threads.library_threads`)."""
+                     eps: float = 0.6, min_samples: int = 4, device=None, name: str = "") -> ClusterResult:
+    """Cluster L2-normalised ``features`` (N, D) into pseudo identities (-1 = outlier).
+
+    The k-NN runs on ``device`` when it is a CUDA device (faiss otherwise), numba and faiss with the
+    process's PyTorch thread count (:func:`cpcl.threads.library_threads`). Each phase is logged with its
+    seconds (``name`` prefixes the lines). A hub-dominated neighbour graph (collapsed or badly initialised
+    features) is not clustered: every sample comes back an outlier, with ``skipped`` saying what was seen.
+    """
+    n = len(features)
+    seconds: dict[str, float] = {}
+    prefix = f"{name} " if name else ""
     with library_threads():
-        graph = distance_graph(features, distance, k1, k2, eps)
-        return summarise(dbscan_labels(graph, eps, min_samples))
+        with phase(log, f"{prefix}k-NN ({n} samples)", seconds):
+            knn = knn_inner_product(features, max(min(k1, max(n - 1, 0)) + 1, k2), device) if n > 1 else None
+        try:
+            with phase(log, f"{prefix}{distance} distances", seconds):
+                graph = distance_graph(features, distance, k1, k2, eps, knn)
+        except DegenerateNeighbourhoods as exc:
+            return replace(summarise(np.full(n, -1, dtype=np.int64)), skipped=str(exc), seconds=seconds)
+        with phase(log, f"{prefix}DBSCAN", seconds):
+            labels = dbscan_labels(graph, eps, min_samples)
+    return replace(summarise(labels), seconds=seconds)

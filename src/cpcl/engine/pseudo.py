@@ -3,6 +3,7 @@ are keyed by dataset index (image index / caption index); the objective rebuilds
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ from cpcl.clustering.pseudo_labels import cluster_features, relabel, summarise
 from cpcl.config import ClusterConfig, OplmConfig
 from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.engine.distributed import SINGLE, DistInfo, broadcast_object, gather_in_order
+from cpcl.engine.steps import autocast
 from cpcl.evaluation.diagnostics import pseudo_label_quality, recovery_purity
 from cpcl.model.encode import encode_images, encode_texts
 from cpcl.model.retrieval_model import RetrievalModel
+from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +59,33 @@ class _Shard(Dataset):
 
 
 def extract_features(model: RetrievalModel, train_set: TrainPairs, image_set: ImageSet, device: torch.device,
-                     batch_size: int, dist: DistInfo = SINGLE, progress: bool = False):
-    """Features of every training image and caption in dataset order, ``(N_img, D)`` and ``(N_cap, D)``.
+                     batch_size: int, dist: DistInfo = SINGLE, progress: bool = False, precision: str = "fp32",
+                     num_workers: int = 0):
+    """Features of every training image and caption in dataset order, ``(N_img, D)`` and ``(N_cap, D)``
+    float32 on the CPU.
 
     Each rank encodes every ``world_size``-th item; the shards are gathered so that every rank holds all.
+    On CUDA the encoders run in the training ``precision`` (features are returned in float32).
     """
     img_idx = torch.arange(dist.rank, len(image_set), dist.world_size)
     txt_idx = torch.arange(dist.rank, len(train_set.tokens), dist.world_size)
-    f_img = encode_images(model, _Shard(image_set, img_idx), device, batch_size, progress=progress,
-                          desc="extract images")
-    f_txt = encode_texts(model, train_set.tokens[txt_idx], device, batch_size, progress=progress,
-                         desc="extract captions")
-    return gather_in_order(f_img, img_idx, len(image_set), dist), gather_in_order(f_txt, txt_idx,
-                                                                                 len(train_set.tokens), dist)
+    cast = autocast(device, precision) if device.type == "cuda" else contextlib.nullcontext()
+    with cast, phase(log, f"extract images ({len(image_set)})"):
+        f_img = encode_images(model, _Shard(image_set, img_idx), device, batch_size, num_workers=num_workers,
+                              progress=progress, desc="extract images")
+        f_img = gather_in_order(f_img, img_idx, len(image_set), dist)
+    with cast, phase(log, f"extract captions ({len(train_set.tokens)})"):
+        f_txt = encode_texts(model, train_set.tokens[txt_idx], device, batch_size, progress=progress,
+                             desc="extract captions")
+        f_txt = gather_in_order(f_txt, txt_idx, len(train_set.tokens), dist)
+    return f_img, f_txt
 
 
 def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: ImageSet, cluster: ClusterConfig,
                        oplm: OplmConfig, device: torch.device, batch_size: int,
                        supervised_ids: np.ndarray | None = None, report_ids: np.ndarray | None = None,
-                       progress: bool = False, dist: DistInfo = SINGLE):
+                       progress: bool = False, dist: DistInfo = SINGLE, precision: str = "fp32",
+                       num_workers: int = 0):
     """Pseudo labels for the coming epoch -> ``(labels, image_features, text_features)``.
 
     The features (``(N_img, D)`` and ``(N_cap, D)``, dataset order, on the CPU) are those the labels were
@@ -84,35 +95,48 @@ def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: 
     Under distributed training the extraction is sharded, rank 0 clusters, and every rank gets its labels.
     """
     t0 = time.perf_counter()
-    f_img, f_txt = extract_features(model, train_set, image_set, device, batch_size, dist, progress)
+    f_img, f_txt = extract_features(model, train_set, image_set, device, batch_size, dist, progress, precision,
+                                    num_workers)
     time_extract = time.perf_counter() - t0
     labels = None
     if dist.is_main:
-        labels = _cluster(f_img, f_txt, train_set.caption_to_image, cluster, oplm, supervised_ids, report_ids)
+        labels = _cluster(f_img, f_txt, train_set.caption_to_image, cluster, oplm, supervised_ids, report_ids,
+                          device)
         labels.stats["time_extract"] = time_extract
     return broadcast_object(labels, dist), f_img, f_txt
 
 
 def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, cluster: ClusterConfig,
-             oplm: OplmConfig, supervised_ids: np.ndarray | None, report_ids: np.ndarray | None) -> EpochLabels:
+             oplm: OplmConfig, supervised_ids: np.ndarray | None, report_ids: np.ndarray | None,
+             device: torch.device | None = None) -> EpochLabels:
     stats: dict[str, Any] = {}
     t1 = time.perf_counter()
+    skipped = {}
     if supervised_ids is not None:
         y_img = relabel(supervised_ids)
         y_txt = y_img[owner.numpy()]
     else:
         feats_img, feats_txt = _fuse(f_img, f_txt, owner) if cluster.fuse_modalities else (f_img, f_txt)
         kwargs = dict(distance=cluster.distance, k1=cluster.k1, k2=cluster.k2, eps=cluster.eps,
-                      min_samples=cluster.min_samples)
-        y_img = cluster_features(feats_img.numpy(), **kwargs).labels
-        y_txt = cluster_features(feats_txt.numpy(), **kwargs).labels
+                      min_samples=cluster.min_samples, device=device)
+        results = {"image": cluster_features(feats_img.numpy(), name="image", **kwargs),
+                   "text": cluster_features(feats_txt.numpy(), name="text", **kwargs)}
+        y_img, y_txt = results["image"].labels, results["text"].labels
+        skipped = {name: r.skipped for name, r in results.items() if r.skipped}
+        stats["phase_seconds"] = {k: v for r in results.values() for k, v in r.seconds.items()}
     stats["time_cluster"] = time.perf_counter() - t1
     for name, y in (("image", y_img), ("text", y_txt)):
         s = summarise(y)
         stats[f"{name}_clusters"] = s.num_clusters
         stats[f"{name}_outliers"] = s.outlier_fraction
+    if skipped:  # not clustered at all: nothing to mine, report or train on
+        name, reason = next(iter(skipped.items()))
+        log.warning("%s clustering skipped for this epoch (%s): it trains the instance loss only", name, reason)
+        stats["degenerate"] = f"{name}: {reason}"
+        return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False)
     if oplm.enabled and supervised_ids is None:
-        mined = mine_outliers(y_img, y_txt, f_img.numpy(), f_txt.numpy(), owner.numpy(), oplm.threshold)
+        with phase(log, "OPLM", stats.setdefault("phase_seconds", {})):
+            mined = mine_outliers(y_img, y_txt, f_img.numpy(), f_txt.numpy(), owner.numpy(), oplm.threshold)
         stats["image_recovered"] = int(mined.image_recovered.size)
         stats["text_recovered"] = int(mined.text_recovered.size)
         if report_ids is not None:

@@ -14,7 +14,7 @@ METRIC_COLUMNS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mAP", "
 def epoch_summary(row: dict[str, Any]) -> str:
     """One log line for an epoch's row of ``metrics.jsonl``."""
     val = f", val R1 {row['val']['rank1']:.2f} mAP {row['val']['mAP']:.2f}" if "val" in row else ""
-    times = ", ".join(f"{k} {v:.1f}s" for k, v in row["time"].items())
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in row["time"].items() if isinstance(v, float))
     return (f"epoch {row['epoch']}: loss {row['loss']:.4f}, {row['pairs_per_s']:.0f} pairs/s{val}"
             f"{_pseudo_summary(row.get('pseudo'))}; time {times}")
 

@@ -45,6 +45,7 @@ from cpcl.evaluation.metrics import chance_metrics
 from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.model.backbone import build_tokenizer
 from cpcl.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,7 @@ def run_epoch(config: Config, state: RunState, train_model, data: TrainData, epo
         row.pseudo = pseudo
         row.time["extract"] = pseudo.pop("time_extract")
         row.time["cluster"] = pseudo.pop("time_cluster")
+        row.time["phases"] = pseudo.pop("phase_seconds", {})  # k-NN, distances, DBSCAN, OPLM, memories
     if data.val is not None and (epoch % config.train.eval_every == 0 or epoch == config.train.epochs):
         t0 = time.perf_counter()
         row.val = validate(state.model, data.val, device, config.train.eval_batch_size)
@@ -249,8 +251,10 @@ def label_epoch(config: Config, state: RunState, data: TrainData, epoch: int, de
     labels, image_features, text_features = make_pseudo_labels(
         state.model, data.train_set, data.extract_set, config.cluster, config.oplm, device,
         config.train.eval_batch_size, supervised_ids=data.report_ids if config.train.supervised else None,
-        report_ids=data.report_ids, progress=progress, dist=dist)
-    state.objective.on_labels(labels, image_features, text_features)
+        report_ids=data.report_ids, progress=progress, dist=dist, precision=config.train.precision,
+        num_workers=config.data.num_workers)
+    with phase(log, "memories", labels.stats.setdefault("phase_seconds", {})):
+        state.objective.on_labels(labels, image_features, text_features)
     return dict(labels.stats)
 
 
