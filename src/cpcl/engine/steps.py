@@ -31,9 +31,9 @@ def forward_backward(model: nn.Module, images: torch.Tensor, tokens: torch.Tenso
 
     ``loss_fn(image_features, text_features)`` returns ``(loss, named terms)``.
 
-    With ``chunks`` > 1 the batch runs as micro-batches with gradient caching: features of every chunk
-    first (no graph), the loss over the whole batch and its gradient with respect to the features, then
-    each chunk again with its graph, back-propagating its share. Every negative of the batch is in the
+    With ``chunks`` > 1 the batch runs as micro-batches with gradient caching: features of the whole batch
+    first (one pass, no graph), the loss over the whole batch and its gradient with respect to the features,
+    then each chunk again with its graph, back-propagating its share. Every negative of the batch is in the
     loss, so the result does not depend on ``chunks``; the activation memory is one chunk's.
     """
     device = images.device
@@ -47,10 +47,12 @@ def forward_backward(model: nn.Module, images: torch.Tensor, tokens: torch.Tenso
         raise ValueError(f"a batch of {len(images)} per process does not split into train.accumulate={chunks} "
                          "equal micro-batches")
     image_chunks, token_chunks = images.chunk(chunks), tokens.chunk(chunks)
+    # the features without a graph, in one pass: no activation is kept, so the whole batch fits where its
+    # graph would not, and a GPU runs one large batch instead of K small ones (K small passes cost about K
+    # times a large one where the kernels, not the arithmetic, set the pace)
     with torch.no_grad(), autocast(device, precision):
-        parts = [model(i, tk) for i, tk in zip(image_chunks, token_chunks, strict=True)]
-    v = torch.cat([p[0] for p in parts]).float().requires_grad_()
-    t = torch.cat([p[1] for p in parts]).float().requires_grad_()
+        v, t = model(images, tokens)
+    v, t = v.float().requires_grad_(), t.float().requires_grad_()
     loss, terms = loss_fn(v, t)
     scaler.scale(loss).backward()
     grads = zip(image_chunks, token_chunks, v.grad.chunk(chunks), t.grad.chunk(chunks), strict=True)
