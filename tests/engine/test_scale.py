@@ -240,8 +240,35 @@ def test_collectives_refuse_tensors_the_run_has_no_backend_for(monkeypatch):
     calls = []
     monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, **kw: calls.append(tensor))
     distributed.check_collective_devices({"cuda"}, "cuda")
-    with pytest.raises(RuntimeError, match="dist.all_reduce got a cpu tensor .* no backend for it"):
+    with pytest.raises(RuntimeError, match="dist.all_reduce got a cpu tensor .* has no backend for it"):
         distributed.dist.all_reduce(torch.zeros(3))
     assert not calls
     distributed.check_collective_devices({"cpu", "cuda"}, "cuda")  # already checked: not wrapped twice
     assert distributed.dist.all_reduce.cpcl_checked.__name__ == "<lambda>"
+
+
+def test_a_one_rank_process_group_runs_every_collective_and_trains_the_same(tiny_synth, tmp_path):
+    """`torchrun --nproc_per_node=1` with CPCL_FORCE_DISTRIBUTED=1 (what a one-GPU machine can check under
+    NCCL): every collective runs, checked against the CUDA backends, and the run equals a plain one."""
+    values = tiny_config(tiny_synth, *CPCL, *NO_AUGMENT, "train.epochs=1").to_dict()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(values))
+    base = [sys.executable, "-m", "cpcl", "train", "--config", str(cfg), "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    plain = subprocess.run([*base, "--out", str(tmp_path / "plain")], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    forced = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                             *base[1:], "--out", str(tmp_path / "forced")], capture_output=True, text=True,
+                            env={**env, "CPCL_FORCE_DISTRIBUTED": "1", "CPCL_CHECK_COLLECTIVES": "cuda"},
+                            timeout=300)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    # the collectives did run: an NCCL-only group (which has no CPU backend) fails the same run
+    nccl_only = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                                *base[1:], "--out", str(tmp_path / "nccl-only")], capture_output=True, text=True,
+                               env={**env, "CPCL_FORCE_DISTRIBUTED": "1", "CPCL_CHECK_COLLECTIVES": "nccl"},
+                               timeout=300)
+    assert nccl_only.returncode != 0 and "a nccl process group has no backend for it" in nccl_only.stderr
+    rows = [_rows(tmp_path / name)[1] for name in ("plain", "forced")]
+    assert rows[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-6)
+    assert rows[0]["pseudo"]["image_clusters"] == rows[1]["pseudo"]["image_clusters"]

@@ -1,13 +1,14 @@
 """Distributed data parallel plumbing: the process group, collectives, and the batch sharding.
 
-A run started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) joins a process group with a backend
-for every device a collective's tensors can be on: ``cpu:gloo,cuda:nccl`` when it trains on CUDA (NCCL
-has no CPU collectives: sizes, indices, loss totals and the features gathered for clustering are CPU
-tensors), gloo on the CPU. ``CPCL_CHECK_COLLECTIVES=cuda`` makes every collective refuse a tensor on a
-device that the CUDA run's group would have no backend for; the CPU test suite runs a 2-process training
-that way. Every rank builds the same global batch order from ``(seed, epoch)`` and takes its contiguous
-slice of each global batch, so a run on N ranks sees the same batches as a single-process run with the
-same ``train.batch_size`` (the global batch).
+A run started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment, or 1 with ``CPCL_FORCE_DISTRIBUTED=1``)
+joins a process group with a backend for every device a collective's tensors can be on:
+``cpu:gloo,cuda:nccl`` when it trains on CUDA (NCCL has no CPU collectives: sizes, indices, loss totals and
+the features gathered for clustering are CPU tensors), gloo on the CPU. ``CPCL_CHECK_COLLECTIVES=cuda``
+makes every collective refuse a tensor on a device that the CUDA run's group would have no backend for
+(``=nccl``: that an NCCL-only group would have none for); the CPU test suite trains that way. Every rank
+builds the same global batch order from ``(seed, epoch)`` and takes its contiguous slice of each global
+batch, so a run on N ranks sees the same batches as a single-process run with the same
+``train.batch_size`` (the global batch).
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    forced: bool = False  # a process group of one rank (CPCL_FORCE_DISTRIBUTED=1): every collective runs
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.forced
 
     @property
     def is_main(self) -> bool:
@@ -45,7 +47,13 @@ SINGLE = DistInfo()
 
 
 def launched_distributed() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Started by torchrun with several processes, or with one and ``CPCL_FORCE_DISTRIBUTED=1`` (a one-GPU
+    machine then runs every collective through its real backend: NCCL refuses two ranks on one GPU)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 or (_forced() and "RANK" in os.environ)
+
+
+def _forced() -> bool:
+    return os.environ.get("CPCL_FORCE_DISTRIBUTED") == "1"
 
 
 def backend_for(device: torch.device) -> str:
@@ -65,16 +73,18 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun set up (if any) -> ``(info, this rank's device)``."""
     if not launched_distributed():
         return SINGLE, device
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)),
+                    forced=_forced())
     if device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend_for(device), rank=info.rank, world_size=info.world_size,
                                 device_id=device if device.type == "cuda" else None)
-    checked = os.environ.get("CPCL_CHECK_COLLECTIVES")
+    checked = os.environ.get("CPCL_CHECK_COLLECTIVES")  # a device type ("cuda") or a backend ("nccl")
     if checked:
-        check_collective_devices(backend_devices(backend_for(torch.device(checked))), checked)
+        backend = backend_for(torch.device(checked)) if checked in ("cpu", "cuda") else checked
+        check_collective_devices(backend_devices(backend), backend)
     return info, device
 
 
@@ -97,8 +107,9 @@ def check_collective_devices(allowed: set[str], run: str) -> None:
         def checked(*args, **kwargs):
             for tensor in tensors([*args, *kwargs.values()]):
                 if tensor.device.type not in allowed:
-                    raise RuntimeError(f"dist.{name} got a {tensor.device.type} tensor {tuple(tensor.shape)}: a run "
-                                       f"on {run} has no backend for it (backends for: {', '.join(sorted(allowed))})")
+                    raise RuntimeError(f"dist.{name} got a {tensor.device.type} tensor {tuple(tensor.shape)}: a "
+                                       f"{run} process group has no backend for it (backends for: "
+                                       f"{', '.join(sorted(allowed))})")
             return function(*args, **kwargs)
 
         checked.cpcl_checked = function
