@@ -162,7 +162,12 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "cpcl", *argv]
     log.info("launching %s", " ".join(cmd))
-    return subprocess.call(cmd)
+    code = subprocess.call(cmd)
+    if code:
+        out = argv[argv.index("--out") + 1] if "--out" in argv else argv[argv.index("--resume") + 1]
+        print(f"error: a training process failed (exit status {code}; its message is above); the completed "
+              f"epochs are kept: `cpcl train --resume {out} --nproc {nproc}` continues", file=sys.stderr)
+    return code
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

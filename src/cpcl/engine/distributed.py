@@ -13,6 +13,7 @@ batch, so a run on N ranks sees the same batches as a single-process run with th
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -79,8 +80,10 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
+        # a rank that dies or stalls stops the others after this long instead of leaving them waiting forever
+        timeout = datetime.timedelta(minutes=float(os.environ.get("CPCL_DIST_TIMEOUT_MIN", "30")))
         dist.init_process_group(backend_for(device), rank=info.rank, world_size=info.world_size,
-                                device_id=device if device.type == "cuda" else None)
+                                device_id=device if device.type == "cuda" else None, timeout=timeout)
     checked = os.environ.get("CPCL_CHECK_COLLECTIVES")  # a device type ("cuda") or a backend ("nccl")
     if checked:
         backend = backend_for(torch.device(checked)) if checked in ("cpu", "cuda") else checked
