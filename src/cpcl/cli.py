@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
             claim_run_dir(out)  # before any work, and before --nproc starts its processes
     if args.nproc > 1 and not launched_distributed():
-        return _relaunch_with_torchrun(args.nproc, args.argv)
+        return _relaunch_with_torchrun(args.nproc, args.argv, out)
     return _run_training(args, config, out)
 
 
@@ -150,7 +150,7 @@ def _run_training(args: argparse.Namespace, config, out: Path) -> int:
     return 0
 
 
-def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
+def _relaunch_with_torchrun(nproc: int, argv: list[str], out: Path) -> int:
     """``cpcl train --nproc N ...`` = ``torchrun --nproc_per_node N -m cpcl train ...`` on this machine."""
     import subprocess
 
@@ -164,7 +164,6 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:
     log.info("launching %s", " ".join(cmd))
     code = subprocess.call(cmd)
     if code:
-        out = argv[argv.index("--out") + 1] if "--out" in argv else argv[argv.index("--resume") + 1]
         print(f"error: a training process failed (exit status {code}; its message is above); the completed "
               f"epochs are kept: `cpcl train --resume {out} --nproc {nproc}` continues", file=sys.stderr)
     return code
