@@ -82,6 +82,10 @@ class ClusterConfig:
     distance: str = "jaccard"  # jaccard (k-reciprocal, k1/k2) | cosine (k1 nearest neighbours)
     k1: int = 30
     k2: int = 6
+    # k-reciprocal sets from the point itself and k1 others (Zhong et al.'s re_ranking), or from a k1-wide
+    # neighbour table that includes the point, i.e. k1 - 1 others (cluster-contrast's compute_jaccard_distance,
+    # which the field's weakly supervised code copies)
+    knn_convention: typing.Literal["zhong", "field"] = "zhong"
     eps: float = 0.6
     min_samples: int = 4
     fuse_modalities: bool = False  # cluster images on image + mean-caption features, captions on caption + image
@@ -112,6 +116,9 @@ class LossConfig:
 
     temperature: float = 0.02  # instance level (ITC / SDM)
     many_to_many: bool = False  # SDM whose positives share a pseudo label, instead of ITC on pairs
+    # SDM's positives besides the pair itself: the same image pseudo label and/or the same caption pseudo label
+    # ("union": either; "pair": none, SDM on pairs). The paper does not say which.
+    sdm_positives: typing.Literal["union", "image-label", "text-label", "pair"] = "union"
     intra_weight: float = 0.0  # CE(v M_img, y_img) + CE(t M_txt, y_txt)
     cross_weight: float = 0.0  # CE(v M_txt, y_txt) + CE(t M_img, y_img)
 
@@ -177,6 +184,8 @@ def inconsistencies(config: Config) -> list[str]:
         ("loss.many_to_many", "true", loss.many_to_many),
         ("train.sampler_instances", t.sampler_instances, t.sampler_instances != 0),
         ("oplm.enabled", "true", config.oplm.enabled)) if used]
+    if loss.sdm_positives != "union" and not loss.many_to_many:
+        out.append(f"loss.sdm_positives={loss.sdm_positives} has no effect while loss.many_to_many is false")
     if needs_labels and not labels:
         out.append(f"{', '.join(needs_labels)} need(s) pseudo labels, but cluster.enabled is false "
                    "(set cluster.enabled=true, or turn those off)")

@@ -96,3 +96,15 @@ def test_a_hub_dominated_graph_is_refused_before_the_expensive_step():
     result = cluster_features(collapsed, k1=30, k2=6, eps=0.6)
     assert time.perf_counter() - t0 < 5
     assert result.skipped and result.num_clusters == 0 and result.degenerate(0.5) == result.skipped
+
+
+@pytest.mark.parametrize("k1, k2", [(10, 3), (20, 6), (30, 6)])
+def test_the_field_convention_equals_cluster_contrasts_algorithm(k1, k2):
+    """`knn_convention: field` against a transcription of cluster-contrast's compute_jaccard_distance (a
+    k1-wide rank table, the point included), and different from Zhong et al.'s convention."""
+    x = _blobs()
+    field = _dense(jaccard_distance(x, k1, k2, knn_convention="field"))
+    assert np.abs(field - dense_jaccard_reference(x, k1, k2, knn_convention="field")).max() < 1e-6
+    assert np.abs(field - _dense(jaccard_distance(x, k1, k2))).max() > 1e-3
+    with pytest.raises(ValueError, match="unknown knn_convention 'other'"):
+        jaccard_distance(x, k1, k2, knn_convention="other")

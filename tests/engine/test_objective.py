@@ -189,3 +189,19 @@ def test_fused_clustering_clusters_image_plus_captions(monkeypatch):
         expected = (fused_img, fused_txt) if fuse else (f_img, f_txt)
         for got, want in zip(inputs, expected, strict=True):
             np.testing.assert_allclose(got, want.numpy())
+
+
+@pytest.mark.parametrize(("choice", "use_image", "use_text"), [
+    ("union", True, True), ("image-label", True, False), ("text-label", False, True), ("pair", False, False)])
+def test_each_sdm_positive_set(choice, use_image, use_text):
+    """Hand-made batch: pairs 0 and 1 share an image label, 1 and 2 a caption label, 3 is alone."""
+    objective = Objective(4, LossConfig(many_to_many=True, sdm_positives=choice), MemoryConfig(), CPU)
+    batch = Batch(torch.tensor([0, 1, 2, 3]), BatchLabels(torch.tensor([5, 5, 6, -1]), torch.tensor([7, 8, 8, -1])))
+    v, t = _unit(4, 4, seed=9), _unit(4, 4, seed=10)
+    _, terms = objective(v, t, batch)
+    want = torch.eye(4, dtype=torch.bool)
+    if use_image:
+        want[0, 1] = want[1, 0] = True
+    if use_text:
+        want[1, 2] = want[2, 1] = True
+    torch.testing.assert_close(terms["sdm"], sdm_loss(v, t, 0.02, want))

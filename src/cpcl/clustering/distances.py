@@ -170,14 +170,23 @@ def _sum_of_minima(v: sp.csr_matrix, s_min: float = 0.0) -> sp.csr_matrix:
     return out
 
 
+KNN_CONVENTIONS = ("zhong", "field")
+
+
 def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, max_distance: float = 1.0,
                      knn: np.ndarray | None = None, max_hub_ratio: float = 4.0,
-                     max_pair_work: float = 5e9) -> sp.csr_matrix:
+                     max_pair_work: float = 5e9, knn_convention: str = "zhong") -> sp.csr_matrix:
     """Sparse k-reciprocal Jaccard distances of L2-normalised ``features`` (N, D).
 
     Returns a CSR ``(N, N)`` matrix holding ``d_J(i, j)`` for every pair with ``d_J < max_distance`` (the
     diagonal, distance 0, is stored explicitly). Unstored pairs have distance >= ``max_distance``.
     Memory is ``O(N * k1 * k2)`` on a healthy neighbour graph.
+
+    ``knn_convention``: ``zhong`` builds the k-reciprocal sets from the point and its k1 nearest others, as
+    Zhong et al.'s ``re_ranking`` does; ``field`` from a neighbour table k1 wide that includes the point
+    (k1 - 1 others), as cluster-contrast's ``compute_jaccard_distance`` does (it searches k1 neighbours and
+    slices k1 + 1 columns of them), and with it the weakly supervised text-to-person code that copies it.
+    Given the same table the two are the same algorithm; their own tables differ by one neighbour.
 
     Before the one step whose cost can grow to N^2 (the sum of minima over shared neighbours), its work is
     counted — ``Σ_k c_k²`` pair updates for c_k samples sharing neighbour k — and a graph dominated by hubs
@@ -194,6 +203,10 @@ def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, max_distan
     k1 = min(k1, n - 1) if n > 1 else 0
     if knn is None:
         knn = knn_inner_product(x, max(k1 + 1, k2))
+    if knn_convention == "field":  # the table is k1 wide, the point included
+        knn = knn[:, :max(k1, 1)]
+    elif knn_convention != "zhong":
+        raise ValueError(f"unknown knn_convention {knn_convention!r}; choose one of {', '.join(KNN_CONVENTIONS)}")
     r = _reciprocal(knn, k1)
     half = _reciprocal(knn, int(np.around(k1 / 2)))
     # |H(c) ∩ R(i)| for every c in R(i)
@@ -271,12 +284,18 @@ def cosine_distance_graph(features: np.ndarray, k: int = 30, max_distance: float
 
 
 def dense_jaccard_reference(features: np.ndarray, k1: int = 30, k2: int = 6,
-                            dtype: type = np.float64) -> np.ndarray:
-    """A direct transcription of the published dense algorithm (N x N arrays). For tests and benchmarks."""
+                            dtype: type = np.float64, knn_convention: str = "zhong") -> np.ndarray:
+    """A direct transcription of the published dense algorithm (N x N arrays). For tests and benchmarks.
+
+    ``zhong``: Zhong et al.'s ``re_ranking`` (the full rank table); ``field``: cluster-contrast's
+    ``compute_jaccard_distance``, whose rank table holds k1 columns (the point included).
+    """
     x = np.asarray(features, dtype=dtype)
     n = x.shape[0]
     original = 2.0 - 2.0 * x @ x.T
     initial_rank = np.argsort(-(x @ x.T), axis=1, kind="stable")
+    if knn_convention == "field":
+        initial_rank = initial_rank[:, :k1]
 
     def k_reciprocal(i: int, k: int) -> np.ndarray:
         forward = initial_rank[i, : k + 1]

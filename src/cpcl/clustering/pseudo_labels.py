@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 
 # cluster.distance -> (features, k1, k2, eps, k-NN table or None) -> sparse distances of every pair closer than
 # (just above) eps
-Distance = Callable[[np.ndarray, int, int, float, "np.ndarray | None"], sp.csr_matrix]
+# (and the k-NN convention of the k-reciprocal sets, which the cosine graph does not use)
+Distance = Callable[..., sp.csr_matrix]
 DISTANCES: Registry[Distance] = Registry("clustering distance")
-DISTANCES.register("jaccard", lambda x, k1, k2, eps, knn=None: jaccard_distance(
-    x, k1=k1, k2=k2, max_distance=min(1.0, eps + 1e-6), knn=knn))
-DISTANCES.register("cosine", lambda x, k1, k2, eps, knn=None: cosine_distance_graph(
+DISTANCES.register("jaccard", lambda x, k1, k2, eps, knn=None, knn_convention="zhong": jaccard_distance(
+    x, k1=k1, k2=k2, max_distance=min(1.0, eps + 1e-6), knn=knn, knn_convention=knn_convention))
+DISTANCES.register("cosine", lambda x, k1, k2, eps, knn=None, knn_convention="zhong": cosine_distance_graph(
     x, k=k1, max_distance=min(2.0, eps + 1e-6), knn=knn))
 
 
@@ -52,9 +53,9 @@ class ClusterResult:
 
 
 def distance_graph(features: np.ndarray, distance: str, k1: int, k2: int, eps: float,
-                   knn: np.ndarray | None = None) -> sp.csr_matrix:
+                   knn: np.ndarray | None = None, knn_convention: str = "zhong") -> sp.csr_matrix:
     """Sparse distances of every pair closer than (just above) ``eps``; what DBSCAN needs, nothing more."""
-    return DISTANCES.get(distance)(features, k1, k2, eps, knn)
+    return DISTANCES.get(distance)(features, k1, k2, eps, knn, knn_convention)
 
 
 def dbscan_labels(graph: sp.csr_matrix, eps: float, min_samples: int) -> np.ndarray:
@@ -85,7 +86,8 @@ def summarise(labels: np.ndarray) -> ClusterResult:
 
 
 def cluster_features(features: np.ndarray, distance: str = "jaccard", k1: int = 30, k2: int = 6,
-                     eps: float = 0.6, min_samples: int = 4, device=None, name: str = "") -> ClusterResult:
+                     eps: float = 0.6, min_samples: int = 4, device=None, name: str = "",
+                     knn_convention: str = "zhong") -> ClusterResult:
     """Cluster L2-normalised ``features`` (N, D) into pseudo identities (-1 = outlier).
 
     The k-NN runs on ``device`` when it is a CUDA device (faiss otherwise), numba and faiss with the
@@ -101,7 +103,7 @@ def cluster_features(features: np.ndarray, distance: str = "jaccard", k1: int = 
             knn = knn_inner_product(features, max(min(k1, max(n - 1, 0)) + 1, k2), device) if n > 1 else None
         try:
             with phase(log, f"{prefix}{distance} distances", seconds):
-                graph = distance_graph(features, distance, k1, k2, eps, knn)
+                graph = distance_graph(features, distance, k1, k2, eps, knn, knn_convention)
         except DegenerateNeighbourhoods as exc:
             return replace(summarise(np.full(n, -1, dtype=np.int64)), skipped=str(exc), seconds=seconds)
         with phase(log, f"{prefix}DBSCAN", seconds):

@@ -120,16 +120,25 @@ class Objective:
     def _instance_term(self, v: torch.Tensor, t: torch.Tensor, batch: Batch) -> tuple[str, torch.Tensor]:
         """ITC on pairs, or SDM whose positives share a pseudo label: ``(name, value)``."""
         labels, keys, columns = batch.labels, {}, None
+        image_labels, text_labels = self._sdm_labels(labels)
         if self.gather_negatives:
             keys = {"image_keys": all_gather_with_grad(v, self.dist), "text_keys": all_gather_with_grad(t, self.dist)}
             columns = (all_gather_tensor(batch.image_index, self.dist),
-                       all_gather_tensor(labels.image, self.dist) if labels is not None else None,
-                       all_gather_tensor(labels.text, self.dist) if labels is not None else None)
+                       all_gather_tensor(image_labels, self.dist) if image_labels is not None else None,
+                       all_gather_tensor(text_labels, self.dist) if text_labels is not None else None)
         if self.loss.many_to_many and labels is not None:
-            positives = pair_positives(batch.image_index, labels.image, labels.text, columns=columns)
+            positives = pair_positives(batch.image_index, image_labels, text_labels, columns=columns)
             return "sdm", sdm_loss(v, t, self.loss.temperature, positives, **keys)
         positives = pair_positives(batch.image_index, columns=(columns[0], None, None) if columns else None)
         return "itc", itc_loss(v, t, self.loss.temperature, positives=positives, **keys)
+
+    def _sdm_labels(self, labels: BatchLabels | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The pseudo labels that make SDM positives (``loss.sdm_positives``), besides the pair itself."""
+        if labels is None or not self.loss.many_to_many:
+            return None, None
+        choice = self.loss.sdm_positives
+        return (labels.image if choice in ("union", "image-label") else None,
+                labels.text if choice in ("union", "text-label") else None)
 
     def _label_counts(self, labels: BatchLabels):
         """Labelled samples per rank, averaged over ranks (distributed), or None (the batch's own mean)."""

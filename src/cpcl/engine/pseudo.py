@@ -118,7 +118,7 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, clus
     else:
         feats_img, feats_txt = _fuse(f_img, f_txt, owner) if cluster.fuse_modalities else (f_img, f_txt)
         kwargs = dict(distance=cluster.distance, k1=cluster.k1, k2=cluster.k2, eps=cluster.eps,
-                      min_samples=cluster.min_samples, device=device)
+                      min_samples=cluster.min_samples, device=device, knn_convention=cluster.knn_convention)
         results = {"image": cluster_features(feats_img.numpy(), name="image", **kwargs),
                    "text": cluster_features(feats_txt.numpy(), name="text", **kwargs)}
         y_img, y_txt = results["image"].labels, results["text"].labels
