@@ -16,7 +16,7 @@ LAYERS = [
     {"cpcl.model", "cpcl.clustering", "cpcl.losses", "cpcl.memory"},
     {"cpcl.evaluation"},
     {"cpcl.engine", "cpcl.retrieval"},
-    {"cpcl.demo"},
+    {"cpcl.demo", "cpcl.selection"},
     {"cpcl.cli"},
     {"cpcl.__main__"},
 ]

@@ -232,6 +232,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from cpcl.config import resolve_config_path
+    from cpcl.selection import parse_grid, run_selection
+
+    device = _pick_device(args.device)
+    selection = run_selection(resolve_config_path(args.config), parse_grid(args.grid), args.out,
+                              base_overrides=args.set or [], limit=args.trials, seed=args.seed, device=device,
+                              overwrite=args.overwrite, progress=not args.no_progress)
+    print((Path(args.out) / "selection.md").read_text())
+    if selection.chosen is None:
+        raise UsageError("no trial could be scored on val (see the table above)")
+    return 0
+
+
 def cmd_export_weights(args: argparse.Namespace) -> int:
     from cpcl.model.checkpoint import export_clip_weights
 
@@ -504,6 +518,17 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_overwrite(p, "an earlier demo")
     p.set_defaults(func=cmd_demo)
+
+    p = _command(sub, "sweep", "choose settings on val identities only: train a grid of trials, evaluate "
+                               "the best on test once")
+    _add_run_args(p, None)
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="values to try for a config key (repeatable; trials are their combinations)")
+    p.add_argument("--trials", type=int, help="train this many combinations, drawn with --seed (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="which combinations --trials draws")
+    p.add_argument("--out", required=True, help="directory for trial-NNN/ runs and selection.{md,json}")
+    _add_overwrite(p, "a finished selection")
+    p.set_defaults(func=cmd_sweep)
 
     p = _command(sub, "visualize", "top-k ranking figures for queries of an evaluation split")
     _add_split_args(p)

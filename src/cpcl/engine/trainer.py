@@ -55,6 +55,7 @@ class RunResult:
     out_dir: Path
     best_epoch: int | None
     test: dict[str, dict[str, Any]] = field(default_factory=dict)  # row name -> metrics
+    best_val: dict[str, Any] | None = None  # val metrics of the best-on-val epoch
 
 
 @dataclass
@@ -96,7 +97,8 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt", "curves.png",
 
 
 def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu", progress: bool = True,
-          allow_identity_labels: bool = False, resume: bool = False, overwrite: bool = False) -> RunResult:
+          allow_identity_labels: bool = False, resume: bool = False, overwrite: bool = False,
+          evaluate_test: bool = True) -> RunResult:
     """Train ``config`` into ``out_dir`` (created); returns test metrics of best-on-val and last.
 
     ``allow_identity_labels`` must be True for ``train.supervised`` (the upper bound): it is the only way
@@ -106,7 +108,8 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     where the uninterrupted one would. Otherwise ``out_dir`` must not hold a run already, unless
     ``overwrite``, which removes that run's files first. The dataset is checked (records and images)
     before any work. Started by ``torchrun``, every process trains its slice of each global batch; rank 0
-    alone evaluates and writes.
+    alone evaluates and writes. ``evaluate_test=False`` leaves the test split alone (a trial of a selection,
+    which may look at val only).
     """
     if config.train.supervised and not allow_identity_labels:
         raise ValueError("train.supervised=true trains on identity labels (the upper bound); "
@@ -119,6 +122,8 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         on_main_first(lambda: claim_run_dir(out, overwrite) if dist.is_main else None, dist)
     seed_everything(config.train.seed)
     data = load_train_data(config, dist, progress)  # a dataset with problems stops the run here, before any write
+    if not evaluate_test:
+        data.test = None
     if dist.is_main:
         save_config(config, out / "config.yaml")
     steps_per_epoch = _steps_per_epoch(config.train, len(data.train_set), dist)
@@ -145,7 +150,8 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
                 fh.write(json.dumps(row.as_dict()) + "\n")
         barrier(dist)
         log.info("%s", epoch_summary(row.as_dict()))
-    result = RunResult(out_dir=out, best_epoch=state.best_epoch)
+    best_val = next((r["val"] for r in state.history if r["epoch"] == state.best_epoch), None)
+    result = RunResult(out_dir=out, best_epoch=state.best_epoch, best_val=best_val)
     if dist.is_main:  # rank 0 alone evaluates and reports
         result.test.update(state.test_reference)
         finish(state, data, out, device, config.train.eval_batch_size, result)

@@ -1,0 +1,153 @@
+"""Choosing settings without training identities: a grid (or a seeded random part of it) over config keys,
+each trial trained and scored on the **val** split only; **test** is evaluated once, for the chosen trial.
+
+A weakly supervised user has no identity labels for the training split, so nothing here reads them: a
+trial's score is the val Rank-1 of its best-on-val checkpoint (val mAP breaks ties), read from the run's
+own result, never from the pseudo-label diagnostics (a test permutes the training identities and gets the
+same trials, scores and choice). Trials run with the test split switched off. A trial whose directory
+already holds a finished run is read back, not retrained, so an interrupted selection continues where it
+stopped.
+
+``cpcl sweep --config synthpedes_cpcl --grid cluster.eps=0.4,0.5,0.6 --grid cluster.fuse_modalities=true,false
+--out runs/sweep`` writes ``selection.md`` (every trial) and ``selection.json``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cpcl.config import Config, ConfigError, load_config
+from cpcl.engine.report import results_table
+from cpcl.engine.trainer import train
+from cpcl.evaluation.evaluate import load_eval_split
+from cpcl.io import atomic_write_text, claim_outputs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trial:
+    number: int
+    overrides: tuple[str, ...]
+    status: str = "done"  # done | invalid (the message says why)
+    val_rank1: float | None = None
+    val_mAP: float | None = None  # noqa: N815 - the field's name
+    best_epoch: int | None = None
+    seconds: float = 0.0
+    message: str = ""
+
+
+@dataclass
+class Selection:
+    trials: list[Trial]
+    chosen: Trial | None
+    test: dict[str, Any] | None = None  # test metrics of the chosen trial's best-on-val checkpoint
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
+    """``["cluster.eps=0.4,0.5", "loss.many_to_many=true,false"]`` -> ``{key: [value text, ...]}``."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise ConfigError(f"--grid {item!r}: expected KEY=VALUE1,VALUE2,...")
+        grid[key.strip()] = [v.strip() for v in values.split(",")]
+    return grid
+
+
+def trial_overrides(grid: dict[str, list[str]], limit: int | None = None, seed: int = 0) -> list[tuple[str, ...]]:
+    """Every combination of the grid, or ``limit`` of them drawn with ``seed`` (in grid order)."""
+    combos = [tuple(f"{k}={v}" for k, v in zip(grid, values, strict=True))
+              for values in itertools.product(*grid.values())]
+    if limit is not None and limit < len(combos):
+        keep = sorted(random.Random(seed).sample(range(len(combos)), limit))
+        combos = [combos[i] for i in keep]
+    return combos
+
+
+def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str | Path,
+                  base_overrides: list[str] | tuple[str, ...] = (), limit: int | None = None, seed: int = 0,
+                  device: torch.device | str = "cpu", overwrite: bool = False, progress: bool = False) -> Selection:
+    """Train every trial into ``out/trial-NNN``, choose on val, evaluate the choice on test once."""
+    out = Path(out)
+    if (out / "selection.json").is_file() or overwrite:  # a finished one is refused; a partial one continues
+        claim_outputs(out, ("selection.json", "selection.md", "trial-*"), overwrite=overwrite,
+                      holds="a finished selection", instead="choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    trials = []
+    for number, overrides in enumerate(trial_overrides(grid, limit, seed)):
+        trials.append(_run_trial(number, config_path, [*base_overrides, *overrides], overrides,
+                                 out / f"trial-{number:03d}", device, progress))
+        log.info("trial %d %s: %s", number, " ".join(overrides), trials[-1].status if trials[-1].message
+                 else f"val R1 {trials[-1].val_rank1:.2f}")
+    done = [t for t in trials if t.status == "done" and t.val_rank1 is not None]
+    chosen = max(done, key=lambda t: (t.val_rank1, t.val_mAP), default=None)
+    selection = Selection(trials, chosen, settings={"config": str(config_path), "grid": grid,
+                                                      "base_overrides": list(base_overrides), "limit": limit,
+                                                      "seed": seed})
+    if chosen is not None:
+        config = load_config(config_path, [*base_overrides, *chosen.overrides])
+        selection.test = _test_once(out / f"trial-{chosen.number:03d}" / "best.pt", config, device)
+    _write(selection, out)
+    return selection
+
+
+def _run_trial(number: int, config_path, overrides: list[str], own: tuple[str, ...], run_dir: Path, device,
+               progress: bool) -> Trial:
+    trial = Trial(number, own)
+    try:
+        config = load_config(config_path, overrides)
+    except ConfigError as exc:  # a combination that cannot do what it says: recorded, not trained
+        trial.status, trial.message = "invalid", str(exc)
+        return trial
+    saved = run_dir / "trial.json"
+    if saved.is_file():  # finished before an interruption (with these very settings)
+        done = json.loads(saved.read_text())
+        if done["overrides"] == list(own):
+            return Trial(**{**done, "overrides": own})
+    t0 = time.perf_counter()
+    result = train(config, run_dir, device=device, progress=progress, overwrite=True, evaluate_test=False)
+    trial.seconds = time.perf_counter() - t0
+    if result.best_val is None:
+        trial.status, trial.message = "invalid", "no val split: nothing to choose on"
+        return trial
+    trial.val_rank1, trial.val_mAP, trial.best_epoch = result.best_val["rank1"], result.best_val["mAP"], \
+        result.best_epoch
+    atomic_write_text(saved, json.dumps(asdict(trial)))
+    return trial
+
+
+def _test_once(checkpoint: Path, config: Config, device) -> dict[str, Any]:
+    from cpcl.data.sources import annotation_format
+
+    device = torch.device(device)
+    model, split, _ = load_eval_split(checkpoint, annotation_format(config.data), config.data.root, "test", device)
+    return split.evaluate(model, device, config.train.eval_batch_size).as_dict()
+
+
+def _write(selection: Selection, out: Path) -> None:
+    lines = ["| trial | settings | val R1 | val mAP | best epoch | seconds | |", "|---:|---|---:|---:|---:|---:|---|"]
+    for t in selection.trials:
+        mark = "**chosen**" if selection.chosen is not None and t.number == selection.chosen.number else t.message
+        score = (f"{t.val_rank1:.2f} | {t.val_mAP:.2f} | {t.best_epoch}" if t.val_rank1 is not None
+                 else f"- | - | {t.status}")
+        lines.append(f"| {t.number} | `{' '.join(t.overrides)}` | {score} | {t.seconds:.0f} | {mark} |")
+    text = (f"# Selection on val (config `{selection.settings['config']}`)\n\nEvery trial scored by the val Rank-1 "
+            "of its best-on-val checkpoint; test evaluated once, for the chosen trial.\n\n" + "\n".join(lines))
+    if selection.chosen is not None and selection.test is not None:
+        text += "\n\n" + results_table({f"chosen: {' '.join(selection.chosen.overrides)}": selection.test},
+                                       title="Test split, chosen trial (best-on-val checkpoint)")
+    atomic_write_text(out / "selection.md", text + "\n")
+    atomic_write_text(out / "selection.json", json.dumps({
+        "settings": selection.settings, "trials": [asdict(t) for t in selection.trials],
+        "chosen": selection.chosen.number if selection.chosen else None, "test": selection.test}, indent=2))

@@ -1,0 +1,87 @@
+"""The selection protocol chooses on val identities only and looks at test once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import yaml
+
+from cpcl.evaluation import evaluate as evaluate_module
+from cpcl.selection import parse_grid, run_selection, trial_overrides
+from tests.conftest import tiny_config
+from tests.engine.test_cpcl import CPCL
+
+GRID = ["cluster.eps=0.5,0.7", "loss.intra_weight=0.5,1.0"]
+
+
+def _config(root, tmp_path, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(tiny_config(root, *CPCL, "train.max_steps_per_epoch=2").to_dict()))
+    return path
+
+
+def test_grid_and_random_part_of_it():
+    grid = parse_grid(GRID)
+    assert trial_overrides(grid) == [("cluster.eps=0.5", "loss.intra_weight=0.5"),
+                                     ("cluster.eps=0.5", "loss.intra_weight=1.0"),
+                                     ("cluster.eps=0.7", "loss.intra_weight=0.5"),
+                                     ("cluster.eps=0.7", "loss.intra_weight=1.0")]
+    some = trial_overrides(grid, limit=2, seed=3)
+    assert len(some) == 2 and some == trial_overrides(grid, limit=2, seed=3) and set(some) <= set(trial_overrides(grid))
+
+
+def test_selection_scores_on_val_and_evaluates_test_once(tiny_synth, tmp_path, monkeypatch):
+    test_evaluations = []
+    real = evaluate_module.EvalSplit.evaluate
+
+    def spy(self, model, device, batch_size=256, progress=False):
+        metrics = real(self, model, device, batch_size, progress)
+        if self.captions == test_captions:
+            test_evaluations.append(metrics)
+        return metrics
+
+    from cpcl.data.formats import load_annotations
+
+    test_captions = [c for r in load_annotations("cuhk-pedes", tiny_synth).split("test") for c in r.captions]
+    monkeypatch.setattr(evaluate_module.EvalSplit, "evaluate", spy)
+    grid = parse_grid([*GRID, "oplm.threshold=0.3"])  # every trial valid
+    selection = run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu")
+    assert len(selection.trials) == 4 and all(t.status == "done" for t in selection.trials)
+    best = max(selection.trials, key=lambda t: (t.val_rank1, t.val_mAP))
+    assert selection.chosen == best
+    assert len(test_evaluations) == 1 and selection.test == test_evaluations[0].as_dict()  # test, once
+    saved = json.loads((tmp_path / "sweep" / "selection.json").read_text())
+    assert saved["chosen"] == best.number and "**chosen**" in (tmp_path / "sweep" / "selection.md").read_text()
+    # an interrupted selection continues: finished trials are read back, not trained again
+    (tmp_path / "sweep" / "selection.json").unlink()
+    again = run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu")
+    assert [t.val_rank1 for t in again.trials] == [t.val_rank1 for t in selection.trials]
+    assert all(t.seconds == s.seconds for t, s in zip(again.trials, selection.trials, strict=True))
+
+
+def test_a_combination_that_cannot_work_is_recorded_not_trained(tiny_synth, tmp_path):
+    grid = parse_grid(["oplm.enabled=true,false", "oplm.threshold=0.3"])  # threshold without OPLM: invalid
+    selection = run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu")
+    statuses = {t.overrides[0]: t.status for t in selection.trials}
+    assert statuses == {"oplm.enabled=true": "done", "oplm.enabled=false": "invalid"}
+    assert "oplm.threshold=0.3 has no effect" in selection.trials[1].message
+
+
+def test_the_selection_never_reads_training_identities(tiny_synth, tmp_path):
+    """Permuting the training split's identities changes nothing the protocol sees or chooses."""
+    permuted = tmp_path / "permuted"
+    shutil.copytree(tiny_synth, permuted)
+    records = json.loads((permuted / "reid_raw.json").read_text())
+    train_ids = sorted({r["id"] for r in records if r["split"] == "train"})
+    mapping = dict(zip(train_ids, train_ids[5:] + train_ids[:5], strict=True))
+    for r in records:
+        if r["split"] == "train":
+            r["id"] = mapping[r["id"]]
+    (permuted / "reid_raw.json").write_text(json.dumps(records))
+    grid = parse_grid(GRID)
+    a = run_selection(_config(tiny_synth, tmp_path, "a.yaml"), grid, tmp_path / "a", device="cpu", limit=3)
+    b = run_selection(_config(permuted, tmp_path, "b.yaml"), grid, tmp_path / "b", device="cpu", limit=3)
+    assert [(t.overrides, t.val_rank1, t.val_mAP) for t in a.trials] == \
+        [(t.overrides, t.val_rank1, t.val_mAP) for t in b.trials]
+    assert a.chosen.overrides == b.chosen.overrides and a.test == b.test
