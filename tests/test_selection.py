@@ -23,12 +23,13 @@ def _config(root, tmp_path, name="cfg.yaml"):
 
 def test_grid_and_random_part_of_it():
     grid = parse_grid(GRID)
-    assert trial_overrides(grid) == [("cluster.eps=0.5", "loss.intra_weight=0.5"),
+    assert trial_overrides(grid) == [(), ("cluster.eps=0.5", "loss.intra_weight=0.5"),
                                      ("cluster.eps=0.5", "loss.intra_weight=1.0"),
                                      ("cluster.eps=0.7", "loss.intra_weight=0.5"),
                                      ("cluster.eps=0.7", "loss.intra_weight=1.0")]
     some = trial_overrides(grid, limit=2, seed=3)
-    assert len(some) == 2 and some == trial_overrides(grid, limit=2, seed=3) and set(some) <= set(trial_overrides(grid))
+    assert len(some) == 3 and some[0] == () and some == trial_overrides(grid, limit=2, seed=3)
+    assert set(some) <= set(trial_overrides(grid))
 
 
 def test_selection_scores_on_val_and_evaluates_test_once(tiny_synth, tmp_path, monkeypatch):
@@ -47,7 +48,7 @@ def test_selection_scores_on_val_and_evaluates_test_once(tiny_synth, tmp_path, m
     monkeypatch.setattr(evaluate_module.EvalSplit, "evaluate", spy)
     grid = parse_grid([*GRID, "oplm.threshold=0.3"])  # every trial valid
     selection = run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu")
-    assert len(selection.trials) == 4 and all(t.status == "done" for t in selection.trials)
+    assert len(selection.trials) == 5 and all(t.status == "done" for t in selection.trials)
     best = max(selection.trials, key=lambda t: (t.val_rank1, t.val_mAP))
     assert selection.chosen == best
     assert len(test_evaluations) == 1 and selection.test == test_evaluations[0].as_dict()  # test, once
@@ -63,9 +64,9 @@ def test_selection_scores_on_val_and_evaluates_test_once(tiny_synth, tmp_path, m
 def test_a_combination_that_cannot_work_is_recorded_not_trained(tiny_synth, tmp_path):
     grid = parse_grid(["oplm.enabled=true,false", "oplm.threshold=0.3"])  # threshold without OPLM: invalid
     selection = run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu")
-    statuses = {t.overrides[0]: t.status for t in selection.trials}
+    statuses = {t.overrides[0]: t.status for t in selection.trials[1:]}
     assert statuses == {"oplm.enabled=true": "done", "oplm.enabled=false": "invalid"}
-    assert "oplm.threshold=0.3 has no effect" in selection.trials[1].message
+    assert "oplm.threshold=0.3 has no effect" in selection.trials[2].message
 
 
 def test_the_selection_never_reads_training_identities(tiny_synth, tmp_path):

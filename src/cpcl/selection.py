@@ -66,13 +66,14 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
 
 
 def trial_overrides(grid: dict[str, list[str]], limit: int | None = None, seed: int = 0) -> list[tuple[str, ...]]:
-    """Every combination of the grid, or ``limit`` of them drawn with ``seed`` (in grid order)."""
+    """The config as it is (no override: the incumbent, always trial 0), then every combination of the grid,
+    or ``limit`` of them drawn with ``seed`` (in grid order)."""
     combos = [tuple(f"{k}={v}" for k, v in zip(grid, values, strict=True))
               for values in itertools.product(*grid.values())]
     if limit is not None and limit < len(combos):
         keep = sorted(random.Random(seed).sample(range(len(combos)), limit))
         combos = [combos[i] for i in keep]
-    return combos
+    return [(), *combos]
 
 
 def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str | Path,
@@ -88,8 +89,8 @@ def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str 
     for number, overrides in enumerate(trial_overrides(grid, limit, seed)):
         trials.append(_run_trial(number, config_path, [*base_overrides, *overrides], overrides,
                                  out / f"trial-{number:03d}", device, progress))
-        log.info("trial %d %s: %s", number, " ".join(overrides), trials[-1].status if trials[-1].message
-                 else f"val R1 {trials[-1].val_rank1:.2f}")
+        log.info("trial %d %s: %s", number, " ".join(overrides) or "(the config as it is)",
+                 trials[-1].status if trials[-1].message else f"val R1 {trials[-1].val_rank1:.2f}")
     done = [t for t in trials if t.status == "done" and t.val_rank1 is not None]
     chosen = max(done, key=lambda t: (t.val_rank1, t.val_mAP), default=None)
     selection = Selection(trials, chosen, settings={"config": str(config_path), "grid": grid,
@@ -141,11 +142,13 @@ def _write(selection: Selection, out: Path) -> None:
         mark = "**chosen**" if selection.chosen is not None and t.number == selection.chosen.number else t.message
         score = (f"{t.val_rank1:.2f} | {t.val_mAP:.2f} | {t.best_epoch}" if t.val_rank1 is not None
                  else f"- | - | {t.status}")
-        lines.append(f"| {t.number} | `{' '.join(t.overrides)}` | {score} | {t.seconds:.0f} | {mark} |")
+        settings = f"`{' '.join(t.overrides)}`" if t.overrides else "the config as it is"
+        lines.append(f"| {t.number} | {settings} | {score} | {t.seconds:.0f} | {mark} |")
     text = (f"# Selection on val (config `{selection.settings['config']}`)\n\nEvery trial scored by the val Rank-1 "
             "of its best-on-val checkpoint; test evaluated once, for the chosen trial.\n\n" + "\n".join(lines))
     if selection.chosen is not None and selection.test is not None:
-        text += "\n\n" + results_table({f"chosen: {' '.join(selection.chosen.overrides)}": selection.test},
+        chosen = " ".join(selection.chosen.overrides) or "the config as it is"
+        text += "\n\n" + results_table({f"chosen: {chosen}": selection.test},
                                        title="Test split, chosen trial (best-on-val checkpoint)")
     atomic_write_text(out / "selection.md", text + "\n")
     atomic_write_text(out / "selection.json", json.dumps({
