@@ -33,6 +33,8 @@ LADDER = [
     ("+ PMM (intra-modal prototypes)", "synthpedes_pmm"),
     ("+ HCM (cross-modal prototypes, many-to-many SDM)", "synthpedes_hcm"),
     ("+ OPLM = CPCL", "synthpedes_cpcl"),
+    ("CPCL, each modality clustered on its own", "synthpedes_cpcl_per_modality"),
+    ("CPCL, SDM on pairs only (no pseudo-label positives)", "synthpedes_cpcl_sdm_pairs"),
     ("supervised upper bound (true identities)", "synthpedes_supervised"),
 ]
 METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
