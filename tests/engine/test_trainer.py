@@ -48,3 +48,13 @@ def test_same_seed_same_run(tiny_synth, tmp_path):
     a = load_checkpoint(tmp_path / "a" / "last.pt")[0].state_dict()
     b = load_checkpoint(tmp_path / "b" / "last.pt")[0].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_does_not_depend_on_evaluating_test(tiny_synth, tmp_path):
+    """A selection trial (test switched off) trains exactly as the same config trained normally."""
+    cfg = tiny_config(tiny_synth, "train.epochs=2", "train.max_steps_per_epoch=3")
+    train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, evaluate_test=False)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")[0].state_dict()
+    b = load_checkpoint(tmp_path / "b" / "last.pt")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -15,7 +15,10 @@ def encode_images(model: RetrievalModel, images: Dataset, device: torch.device, 
     """Encode a dataset yielding ``(image, index)`` in its own order -> ``(N, D)`` float32 on the CPU."""
     was_training = model.training
     model.eval()
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    # a generator of its own: a DataLoader otherwise draws its workers' base seed from the global RNG, so that
+    # evaluating (or not) would change the random augmentations of the training that follows
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))
     out = torch.empty(len(images), model.embed_dim)
     for batch, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
         out[index] = model.encode_image(batch.to(device, non_blocking=True)).float().cpu()
