@@ -71,3 +71,21 @@ def other_checkpoint(tiny_synth, tmp_path_factory) -> Path:
     """Same architecture, other weights: a different model for the index."""
     return _checkpoint(tiny_synth, tmp_path_factory.mktemp("ckpt-other") / "best.pt", seed=1)
 
+
+
+def permuted_copy(root: Path, out: Path, shift: int, split_first_images: bool = False) -> Path:
+    """A copy of a CUHK-PEDES-format dataset whose training identities are permuted (shifted by ``shift``;
+    ``split_first_images`` also gives every identity's first image an identity of its own): a weakly
+    supervised run must train the same model on it."""
+    import json
+    import shutil
+
+    shutil.copytree(root, out)
+    records = json.loads((out / "reid_raw.json").read_text())
+    train_ids = sorted({r["id"] for r in records if r["split"] == "train"})
+    mapping = dict(zip(train_ids, train_ids[shift:] + train_ids[:shift], strict=True))
+    for r in records:
+        if r["split"] == "train":
+            r["id"] = mapping[r["id"]] + 1000 * (split_first_images and r["file_path"].endswith("_s0.png"))
+    (out / "reid_raw.json").write_text(json.dumps(records))
+    return out

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import yaml
 
 from cpcl.evaluation import evaluate as evaluate_module
 from cpcl.selection import parse_grid, run_selection, trial_overrides
-from tests.conftest import tiny_config
+from tests.conftest import permuted_copy, tiny_config
 from tests.engine.test_cpcl import CPCL
 
 GRID = ["cluster.eps=0.5,0.7", "loss.intra_weight=0.5,1.0"]
@@ -71,15 +70,7 @@ def test_a_combination_that_cannot_work_is_recorded_not_trained(tiny_synth, tmp_
 
 def test_the_selection_never_reads_training_identities(tiny_synth, tmp_path):
     """Permuting the training split's identities changes nothing the protocol sees or chooses."""
-    permuted = tmp_path / "permuted"
-    shutil.copytree(tiny_synth, permuted)
-    records = json.loads((permuted / "reid_raw.json").read_text())
-    train_ids = sorted({r["id"] for r in records if r["split"] == "train"})
-    mapping = dict(zip(train_ids, train_ids[5:] + train_ids[:5], strict=True))
-    for r in records:
-        if r["split"] == "train":
-            r["id"] = mapping[r["id"]]
-    (permuted / "reid_raw.json").write_text(json.dumps(records))
+    permuted = permuted_copy(tiny_synth, tmp_path / "permuted", shift=5)
     grid = parse_grid(GRID)
     a = run_selection(_config(tiny_synth, tmp_path, "a.yaml"), grid, tmp_path / "a", device="cpu", limit=3)
     b = run_selection(_config(permuted, tmp_path, "b.yaml"), grid, tmp_path / "b", device="cpu", limit=3)

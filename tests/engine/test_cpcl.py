@@ -1,14 +1,13 @@
 """End-to-end CPCL runs on a tiny SynthPedes, and the proof that identity labels do not reach training."""
 
 import json
-import shutil
 
 import pytest
 import torch
 
 from cpcl.engine.trainer import train
 from cpcl.model.checkpoint import read_checkpoint
-from tests.conftest import tiny_config
+from tests.conftest import permuted_copy, tiny_config
 
 CPCL = ("cluster.enabled=true", "cluster.k1=6", "cluster.k2=2", "cluster.eps=0.6", "cluster.min_samples=2",
         "cluster.fuse_modalities=true", "oplm.enabled=true", "loss.many_to_many=true", "loss.intra_weight=1.0",
@@ -46,15 +45,7 @@ def test_two_cpcl_epochs(tiny_synth, tmp_path):
 
 def test_identity_labels_do_not_reach_weakly_supervised_training(tiny_synth, tmp_path):
     """Permuting the training identities changes the diagnostics, and not one bit of the model."""
-    permuted = tmp_path / "permuted"
-    shutil.copytree(tiny_synth, permuted)
-    records = json.loads((permuted / "reid_raw.json").read_text())
-    train_ids = sorted({r["id"] for r in records if r["split"] == "train"})
-    mapping = dict(zip(train_ids, train_ids[3:] + train_ids[:3], strict=True))
-    for r in records:
-        if r["split"] == "train":
-            r["id"] = mapping[r["id"]] + 1000 * (r["file_path"].endswith("_s0.png"))
-    (permuted / "reid_raw.json").write_text(json.dumps(records))
+    permuted = permuted_copy(tiny_synth, tmp_path / "permuted", shift=3, split_first_images=True)
 
     train(tiny_config(tiny_synth, *CPCL), tmp_path / "a", progress=False)
     train(tiny_config(permuted, *CPCL), tmp_path / "b", progress=False)
