@@ -124,9 +124,9 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     data = load_train_data(config, dist, progress)  # a dataset with problems stops the run here, before any write
     if not evaluate_test:
         data.test = None
+    steps_per_epoch = _steps_per_epoch(config.train, len(data.train_set), dist)
     if dist.is_main:
         save_config(config, out / "config.yaml")
-    steps_per_epoch = _steps_per_epoch(config.train, len(data.train_set), dist)
     model = build_model(config.model, pretrained=saved is None).to(device)
     # the instance loss uses loss.temperature: CLIP's learnable logit scale takes no part in training
     if isinstance(getattr(model.clip, "logit_scale", None), torch.nn.Parameter):
