@@ -58,8 +58,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     ann = generate_synthpedes(args.out, num_ids=args.ids, seed=args.seed, height=args.height, width=args.width,
-                              images_per_id=args.images_per_id, val_ids=args.val_ids, test_ids=args.test_ids,
-                              domain=args.domain, workers=args.workers, progress=True, overwrite=args.overwrite)
+                              images_per_id=args.images_per_id, captions_per_image=args.captions_per_image,
+                              val_ids=args.val_ids, test_ids=args.test_ids,
+                              near_duplicate_fraction=args.near_duplicates, domain=args.domain,
+                              caption_noise=args.caption_noise, workers=args.workers, progress=True,
+                              overwrite=args.overwrite)
     from cpcl.data.formats import load_annotations
 
     summary = load_annotations("cuhk-pedes", ann.parent).summary()
@@ -449,7 +452,12 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--ids", type=int, default=1000, help="number of identities")
     p.add_argument("--val-ids", type=int, default=100, help="identities held out for val")
     p.add_argument("--test-ids", type=int, default=200, help="identities held out for test")
-    p.add_argument("--images-per-id", type=float, default=3.0, help="mean images per identity")
+    p.add_argument("--images-per-id", type=float, default=3.0, help="mean images per identity (at most 8)")
+    p.add_argument("--captions-per-image", type=int, default=2, help="captions of each image")
+    p.add_argument("--near-duplicates", type=float, default=0.15,
+                   help="share of identities that differ from another in one attribute only")
+    p.add_argument("--caption-noise", type=float, default=0.08,
+                   help="how often an annotator writes a confusable colour (navy as black)")
     p.add_argument("--height", type=int, default=128, help="image height in pixels")
     p.add_argument("--width", type=int, default=64, help="image width in pixels")
     p.add_argument("--domain", default="street", choices=DOMAINS, help="scene style and annotators' vocabulary")

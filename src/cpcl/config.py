@@ -35,6 +35,7 @@ class SynthConfig:
     test_ids: int = 200
     near_duplicate_fraction: float = 0.15
     domain: str = "street"
+    caption_noise: float = 0.08  # how often an annotator writes a confusable colour (navy as black)
 
 
 @dataclass(frozen=True)

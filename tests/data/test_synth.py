@@ -89,3 +89,27 @@ def test_a_missing_synthetic_root_says_it_is_generated_there_once(tmp_path, capl
         prepare_synth(tmp_path / "new", settings)  # the second run reuses it, silently
     said = [r.getMessage() for r in caplog.records if "generating it there" in r.getMessage()]
     assert len(said) == 1 and str(tmp_path / "new") in said[0]
+
+
+def test_caption_noise_changes_captions_only_and_old_folders_stay_usable(tmp_path):
+    import json
+
+    from cpcl.config import SynthConfig
+    from cpcl.data.sources import prepare_synth
+
+    common = dict(num_ids=10, seed=4, val_ids=2, test_ids=2, height=64, width=32, workers=1, montage=False)
+    generate_synthpedes(tmp_path / "quiet", caption_noise=0.0, **common)
+    generate_synthpedes(tmp_path / "noisy", caption_noise=0.6, **common)
+    quiet = json.loads((tmp_path / "quiet" / "reid_raw.json").read_text())
+    noisy = json.loads((tmp_path / "noisy" / "reid_raw.json").read_text())
+    assert [r["file_path"] for r in quiet] == [r["file_path"] for r in noisy]
+    assert [r["captions"] for r in quiet] != [r["captions"] for r in noisy]
+    first = quiet[0]["file_path"]
+    assert (tmp_path / "quiet" / "imgs" / first).read_bytes() == (tmp_path / "noisy" / "imgs" / first).read_bytes()
+    # a folder written before the setting existed holds its default
+    meta_path = tmp_path / "quiet" / "synthpedes_meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta.pop("caption_noise")
+    meta_path.write_text(json.dumps(meta))
+    settings = SynthConfig(num_ids=10, seed=4, val_ids=2, test_ids=2, height=64, width=32, caption_noise=0.08)
+    assert prepare_synth(tmp_path / "quiet", settings) == tmp_path / "quiet"

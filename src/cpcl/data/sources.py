@@ -28,7 +28,8 @@ def prepare_synth(root: str | Path, cfg: SynthConfig, progress: bool = False) ->
     wanted = _synth_settings(cfg)
     if (root / "reid_raw.json").is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        have = {k: meta.get(k) for k in wanted}
+        # a setting added after the folder was written has its default there
+        have = {k: meta.get(k, _synth_settings(SynthConfig()).get(k)) for k in wanted}
         if have == wanted:
             return root
         diff = ", ".join(f"{k}: {have[k]!r} on disk vs {wanted[k]!r}" for k in wanted if have[k] != wanted[k])
@@ -43,6 +44,7 @@ def prepare_synth(root: str | Path, cfg: SynthConfig, progress: bool = False) ->
                         images_per_id=cfg.images_per_id, captions_per_image=cfg.captions_per_image,
                         val_ids=cfg.val_ids, test_ids=cfg.test_ids,
                         near_duplicate_fraction=cfg.near_duplicate_fraction, domain=cfg.domain,
+                        caption_noise=cfg.caption_noise,
                         progress=progress, overwrite=True)  # an empty folder, or an interrupted generation
     return root
 

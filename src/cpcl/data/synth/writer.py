@@ -39,6 +39,7 @@ class _Job:
     height: int
     width: int
     domain: str
+    caption_noise: float
 
 
 def _render_person(job: _Job) -> list[dict]:
@@ -49,7 +50,7 @@ def _render_person(job: _Job) -> list[dict]:
         rel = f"synth/p{job.person_id:05d}_s{k}.png"
         img.save(Path(job.out_dir) / "imgs" / rel, compress_level=1)
         crng = np.random.default_rng([job.seed, job.person_id, k, 2])
-        captions = [write_caption(job.identity, view, crng) for _ in range(job.captions_per_image)]
+        captions = [write_caption(job.identity, view, crng, job.caption_noise) for _ in range(job.captions_per_image)]
         if job.domain == "street":  # its own generator: the base captions stay those of every domain
             vrng = np.random.default_rng([job.seed, job.person_id, k, 3])
             captions = [regional_words(c, vrng) for c in captions]
@@ -60,8 +61,8 @@ def _render_person(job: _Job) -> list[dict]:
 def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, height: int = 128,
                         width: int = 64, images_per_id: float = 3.0, captions_per_image: int = 2,
                         val_ids: int = 100, test_ids: int = 200, near_duplicate_fraction: float = 0.15,
-                        domain: str = "street", workers: int | None = None, montage: bool = True,
-                        progress: bool = False, overwrite: bool = False) -> Path:
+                        domain: str = "street", caption_noise: float = 0.08, workers: int | None = None,
+                        montage: bool = True, progress: bool = False, overwrite: bool = False) -> Path:
     """Write SynthPedes to ``out`` in the CUHK-PEDES format (``reid_raw.json`` + ``imgs/``).
 
     Identities are split into train / val / test (``val_ids`` and ``test_ids`` persons held out).
@@ -88,7 +89,7 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
         split_of[int(idx)] = "test" if rank < test_ids else "val" if rank < test_ids + val_ids else "train"
     jobs = [
         _Job(str(out), seed, i + 1, ident, _images_per_id(rng, images_per_id), captions_per_image, height, width,
-             domain)
+             domain, caption_noise)
         for i, ident in enumerate(identities)
     ]
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
@@ -104,7 +105,7 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
         "generator": "SynthPedes", "version": GENERATOR_VERSION, "seed": seed, "num_ids": num_ids,
         "height": height, "width": width, "images_per_id": images_per_id,
         "captions_per_image": captions_per_image, "val_ids": val_ids, "test_ids": test_ids,
-        "near_duplicate_fraction": near_duplicate_fraction, "domain": domain,
+        "near_duplicate_fraction": near_duplicate_fraction, "domain": domain, "caption_noise": caption_noise,
         "identities": {str(i + 1): asdict(ident) for i, ident in enumerate(identities)},
         "views": {r["file_path"]: r["view"] for recs in results for r in recs},
     }
