@@ -91,7 +91,8 @@ def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: 
     The features (``(N_img, D)`` and ``(N_cap, D)``, dataset order, on the CPU) are those the labels were
     computed on. ``supervised_ids`` (N_img,) replaces clustering by the true identities — the supervised
     upper bound only. ``report_ids`` (N_img,) are used for the quality diagnostics and nothing else. A
-    degenerate clustering (no cluster, one giant cluster) comes back with ``usable=False`` and a warning.
+    degenerate clustering (no cluster, one giant cluster, or a hub-dominated neighbour graph that is not
+    clustered at all) comes back with ``usable=False`` and a warning.
     Under distributed training the extraction is sharded, rank 0 clusters, and every rank gets its labels.
     """
     t0 = time.perf_counter()
