@@ -65,7 +65,7 @@ def main() -> None:
             config = load_config(resolve_config_path(name), [*args.set, f"train.seed={seed}"])
             t0 = time.perf_counter()
             out = Path(args.runs) / f"{name}-seed{seed}"
-            res = train(config, out, progress=False, allow_identity_labels=config.train.supervised)
+            res = train(config, out, progress=False, allow_identity_labels=config.train.supervised, overwrite=True)
             row = {"seed": seed, "best_epoch": res.best_epoch, "wall_s": time.perf_counter() - t0,
                    "test_best": res.test["best-on-val"], "test_last": res.test["last"],
                    "zero_shot": res.test["zero-shot"], "chance": res.test["chance"]}

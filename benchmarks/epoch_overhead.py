@@ -30,7 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = load_config(resolve_config_path(args.config), [f"train.epochs={args.epochs}"])
-    train(config, args.out, progress=False)
+    train(config, args.out, progress=False, overwrite=True)  # the benchmark's own run directory
     rows = [json.loads(line) for line in (Path(args.out) / "metrics.jsonl").read_text().splitlines()][1:]
     table = []
     for row in rows:
