@@ -61,7 +61,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
                               images_per_id=args.images_per_id, captions_per_image=args.captions_per_image,
                               val_ids=args.val_ids, test_ids=args.test_ids,
                               near_duplicate_fraction=args.near_duplicates, domain=args.domain,
-                              caption_noise=args.caption_noise, workers=args.workers, progress=True,
+                              caption_noise=args.caption_noise, style=args.style, workers=args.workers,
+                              progress=True,
                               overwrite=args.overwrite)
     from cpcl.data.formats import load_annotations
 
@@ -444,7 +445,7 @@ def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
 
 def _add_data_commands(sub) -> None:
     from cpcl.data.formats import FORMATS
-    from cpcl.data.synth import DOMAINS
+    from cpcl.data.synth import DOMAINS, STYLES
 
     p = _command(sub, "synth", "generate the SynthPedes benchmark (CUHK-PEDES format)")
     p.add_argument("--out", required=True, help="folder to write the dataset into")
@@ -460,7 +461,11 @@ def _add_data_commands(sub) -> None:
                    help="how often an annotator writes a confusable colour (navy as black)")
     p.add_argument("--height", type=int, default=128, help="image height in pixels")
     p.add_argument("--width", type=int, default=64, help="image width in pixels")
-    p.add_argument("--domain", default="street", choices=DOMAINS, help="scene style and annotators' vocabulary")
+    p.add_argument("--domain", default="street", choices=DOMAINS,
+                   help="scenes of the classic style, and the annotators' vocabulary")
+    p.add_argument("--style", default="classic", choices=STYLES,
+                   help="how persons are drawn: classic (eye level) or cctv (a high surveillance camera, other "
+                        "body shapes and palette)")
     p.add_argument("--workers", type=int, default=None, help="rendering processes (default: up to 4)")
     _add_overwrite(p, "a dataset")
     p.set_defaults(func=cmd_synth)

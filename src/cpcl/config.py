@@ -36,6 +36,7 @@ class SynthConfig:
     near_duplicate_fraction: float = 0.15
     domain: str = "street"
     caption_noise: float = 0.08  # how often an annotator writes a confusable colour (navy as black)
+    style: str = "classic"  # classic | cctv: how persons are drawn (the captions do not depend on it)
 
 
 @dataclass(frozen=True)

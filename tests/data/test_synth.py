@@ -113,3 +113,50 @@ def test_caption_noise_changes_captions_only_and_old_folders_stay_usable(tmp_pat
     meta_path.write_text(json.dumps(meta))
     settings = SynthConfig(num_ids=10, seed=4, val_ids=2, test_ids=2, height=64, width=32, caption_noise=0.08)
     assert prepare_synth(tmp_path / "quiet", settings) == tmp_path / "quiet"
+
+
+def test_the_cctv_style_draws_other_images_of_the_same_persons_with_the_same_captions(tmp_path):
+    from PIL import Image
+
+    from cpcl.config import ConfigError, SynthConfig
+    from cpcl.data.sources import prepare_synth
+
+    common = dict(num_ids=10, seed=3, val_ids=2, test_ids=2, height=64, width=32, montage=False)
+    classic = generate_synthpedes(tmp_path / "classic", workers=1, **common)
+    cctv = generate_synthpedes(tmp_path / "cctv", style="cctv", workers=1, **common)
+    again = generate_synthpedes(tmp_path / "cctv2", style="cctv", workers=2, **common)
+    a, b = json.loads(classic.read_text()), json.loads(cctv.read_text())
+    # the same persons in the same splits, drawn otherwise (each image's viewpoint is drawn anew, and its
+    # captions describe what that viewpoint shows)
+    assert [(r["id"], r["split"], r["file_path"]) for r in a] == [(r["id"], r["split"], r["file_path"]) for r in b]
+    assert cctv.read_text() == again.read_text()
+    meta = [json.loads((p.parent / "synthpedes_meta.json").read_text()) for p in (classic, cctv)]
+    assert meta[0]["identities"] == meta[1]["identities"]
+    assert (meta[0]["style"], meta[1]["style"]) == ("classic", "cctv")
+    for rec in b:
+        if meta[1]["views"][rec["file_path"]] == "back":
+            assert not any("glasses" in c for c in rec["captions"])
+    differ = 0
+    for rec in b:
+        img = tmp_path / "cctv" / "imgs" / rec["file_path"]
+        assert img.read_bytes() == (tmp_path / "cctv2" / "imgs" / rec["file_path"]).read_bytes()
+        assert Image.open(img).size == (32, 64)
+        x = np.asarray(Image.open(img), np.float32)
+        y = np.asarray(Image.open(tmp_path / "classic" / "imgs" / rec["file_path"]), np.float32)
+        differ += np.abs(x - y).mean() > 20
+    assert differ == len(b)
+    # a folder of one style is not taken for the other
+    settings = SynthConfig(num_ids=10, seed=3, val_ids=2, test_ids=2, height=64, width=32)
+    assert prepare_synth(tmp_path / "classic", settings) == tmp_path / "classic"
+    try:
+        prepare_synth(tmp_path / "classic", SynthConfig(**{**settings.__dict__, "style": "cctv"}))
+    except ConfigError as exc:
+        assert "style: 'classic' on disk vs 'cctv'" in str(exc)
+    else:
+        raise AssertionError("a classic folder was taken for a cctv one")
+    try:
+        generate_synthpedes(tmp_path / "bad", style="anime", **common)
+    except ValueError as exc:
+        assert "style 'anime'" in str(exc) and "classic, cctv" in str(exc)
+    else:
+        raise AssertionError("an unknown style was accepted")

@@ -44,7 +44,7 @@ def prepare_synth(root: str | Path, cfg: SynthConfig, progress: bool = False) ->
                         images_per_id=cfg.images_per_id, captions_per_image=cfg.captions_per_image,
                         val_ids=cfg.val_ids, test_ids=cfg.test_ids,
                         near_duplicate_fraction=cfg.near_duplicate_fraction, domain=cfg.domain,
-                        caption_noise=cfg.caption_noise,
+                        caption_noise=cfg.caption_noise, style=cfg.style,
                         progress=progress, overwrite=True)  # an empty folder, or an interrupted generation
     return root
 

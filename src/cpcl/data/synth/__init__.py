@@ -10,14 +10,17 @@ attributes visible from that viewpoint, occasional colour confusion (navy writte
 Everything is a pure function of ``(seed, identity, image index)``, so generation is deterministic
 whatever the number of worker processes.
 
-Modules: ``identity`` (attributes, near-duplicates), ``render`` (drawing), ``captions`` (annotators),
+Two drawing styles: ``classic`` (``render``: eye-level street or indoor scenes) and ``cctv`` (``cctv``: a
+high surveillance camera over a plaza, other body shapes and palette); the captions are the same.
+
+Modules: ``identity`` (attributes, near-duplicates), ``render`` and ``cctv`` (drawing), ``captions`` (annotators),
 ``writer`` (the dataset on disk).
 """
 
 from cpcl.data.synth.captions import regional_words, write_caption
 from cpcl.data.synth.identity import Identity, near_duplicate, random_identity
 from cpcl.data.synth.render import render_image
-from cpcl.data.synth.writer import DOMAINS, GENERATOR_VERSION, generate_synthpedes, save_montage
+from cpcl.data.synth.writer import DOMAINS, GENERATOR_VERSION, STYLES, generate_synthpedes, save_montage
 
-__all__ = ["DOMAINS", "GENERATOR_VERSION", "Identity", "generate_synthpedes", "near_duplicate", "random_identity",
-           "regional_words", "render_image", "save_montage", "write_caption"]
+__all__ = ["DOMAINS", "GENERATOR_VERSION", "STYLES", "Identity", "generate_synthpedes", "near_duplicate",
+           "random_identity", "regional_words", "render_image", "save_montage", "write_caption"]

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from cpcl.data.synth.captions import regional_words, write_caption
+from cpcl.data.synth.cctv import render_cctv
 from cpcl.data.synth.identity import Identity, near_duplicate, random_identity
 from cpcl.data.synth.render import render_image
 from cpcl.io import atomic_save, atomic_write_text, claim_outputs
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2
 DOMAINS = ("street", "indoor")
+STYLES = ("classic", "cctv")  # how persons are drawn (render.py, cctv.py); the captions do not depend on it
 
 
 def _images_per_id(rng: np.random.Generator, mean: float) -> int:
@@ -40,13 +42,17 @@ class _Job:
     width: int
     domain: str
     caption_noise: float
+    style: str
 
 
 def _render_person(job: _Job) -> list[dict]:
     records = []
     for k in range(job.num_images):
         rng = np.random.default_rng([job.seed, job.person_id, k, 1])
-        img, view = render_image(job.identity, rng, job.height, job.width, job.domain)
+        if job.style == "cctv":
+            img, view = render_cctv(job.identity, rng, job.height, job.width)
+        else:
+            img, view = render_image(job.identity, rng, job.height, job.width, job.domain)
         rel = f"synth/p{job.person_id:05d}_s{k}.png"
         img.save(Path(job.out_dir) / "imgs" / rel, compress_level=1)
         crng = np.random.default_rng([job.seed, job.person_id, k, 2])
@@ -61,16 +67,21 @@ def _render_person(job: _Job) -> list[dict]:
 def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, height: int = 128,
                         width: int = 64, images_per_id: float = 3.0, captions_per_image: int = 2,
                         val_ids: int = 100, test_ids: int = 200, near_duplicate_fraction: float = 0.15,
-                        domain: str = "street", caption_noise: float = 0.08, workers: int | None = None,
-                        montage: bool = True, progress: bool = False, overwrite: bool = False) -> Path:
+                        domain: str = "street", caption_noise: float = 0.08, style: str = "classic",
+                        workers: int | None = None, montage: bool = True, progress: bool = False,
+                        overwrite: bool = False) -> Path:
     """Write SynthPedes to ``out`` in the CUHK-PEDES format (``reid_raw.json`` + ``imgs/``).
 
-    Identities are split into train / val / test (``val_ids`` and ``test_ids`` persons held out).
+    Identities are split into train / val / test (``val_ids`` and ``test_ids`` persons held out). ``style``
+    is the drawing (``classic`` or ``cctv``); ``domain`` the classic style's scenes and, in both styles, the
+    annotators' vocabulary (``street`` annotators also use their own words).
     Person ids are 1-based like CUHK-PEDES. Returns the path of ``reid_raw.json``. An ``out`` that holds a
     dataset already is refused, unless ``overwrite``.
     """
     if domain not in DOMAINS:
         raise ValueError(f"unknown SynthPedes domain {domain!r}; choose one of {', '.join(DOMAINS)}")
+    if style not in STYLES:
+        raise ValueError(f"unknown SynthPedes style {style!r}; choose one of {', '.join(STYLES)}")
     if num_ids <= val_ids + test_ids:
         raise ValueError(f"num_ids={num_ids} leaves no training identities after {val_ids} val + {test_ids} test")
     out = claim_outputs(out, ("reid_raw.json", "synthpedes_meta.json", "imgs", "montage.png"), overwrite=overwrite,
@@ -89,7 +100,7 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
         split_of[int(idx)] = "test" if rank < test_ids else "val" if rank < test_ids + val_ids else "train"
     jobs = [
         _Job(str(out), seed, i + 1, ident, _images_per_id(rng, images_per_id), captions_per_image, height, width,
-             domain, caption_noise)
+             domain, caption_noise, style)
         for i, ident in enumerate(identities)
     ]
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
@@ -106,6 +117,7 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
         "height": height, "width": width, "images_per_id": images_per_id,
         "captions_per_image": captions_per_image, "val_ids": val_ids, "test_ids": test_ids,
         "near_duplicate_fraction": near_duplicate_fraction, "domain": domain, "caption_noise": caption_noise,
+        "style": style,
         "identities": {str(i + 1): asdict(ident) for i, ident in enumerate(identities)},
         "views": {r["file_path"]: r["view"] for recs in results for r in recs},
     }
