@@ -93,6 +93,10 @@ class ClusterConfig:
     fuse_modalities: bool = False  # cluster images on image + mean-caption features, captions on caption + image
     max_cluster_fraction: float = 0.5  # a cluster above this share of samples counts as degenerate
     start_epoch: int = 1  # epochs before this one train the instance loss only (warm-up)
+    # back off when the pseudo labels stop helping on val: after this many epochs in a row trained on pseudo
+    # labels without a new best val score, the best-on-val weights are restored and the remaining epochs
+    # train the instance loss alone (0: never)
+    backoff_patience: int = 0
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,12 @@ def inconsistencies(config: Config) -> list[str]:
         out.append(f"oplm.threshold={config.oplm.threshold} has no effect while oplm.enabled is false")
     if c.fuse_modalities and not c.enabled:
         out.append("cluster.fuse_modalities=true has no effect while cluster.enabled is false")
+    if c.backoff_patience and not labels:
+        out.append(f"cluster.backoff_patience={c.backoff_patience} has no effect while cluster.enabled is false "
+                   "(no pseudo labels to back off from)")
+    if c.backoff_patience and t.eval_every != 1:
+        out.append(f"cluster.backoff_patience={c.backoff_patience} counts epochs scored on val, but "
+                   f"train.eval_every={t.eval_every} scores only some (set train.eval_every=1)")
     if config.memory.hard and loss.intra_weight == 0 and loss.cross_weight == 0:
         out.append("memory.hard=true has no effect while loss.intra_weight and loss.cross_weight are both 0 "
                    "(no term reads the memories)")
@@ -214,6 +224,7 @@ def inconsistencies(config: Config) -> list[str]:
     for key, value, low in (("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
                             ("train.eval_batch_size", t.eval_batch_size, 1), ("train.eval_every", t.eval_every, 1),
                             ("cluster.k1", c.k1, 1), ("cluster.k2", c.k2, 1), ("cluster.min_samples", c.min_samples, 1),
+                            ("cluster.backoff_patience", c.backoff_patience, 0),
                             ("data.num_workers", config.data.num_workers, 0)):
         if value < low:
             out.append(f"{key} must be at least {low}, got {value}")

@@ -108,3 +108,56 @@ def test_every_labelling_phase_says_what_it_does_and_how_long_it_took(tiny_synth
         assert any(r.getMessage().startswith(f"{name}: ") and r.getMessage().endswith("s") for r in caplog.records)
     phases = _rows(tmp_path / "run")[1]["time"]["phases"]
     assert {"image DBSCAN", "OPLM", "memories"} <= set(phases)
+
+
+def test_backing_off_restores_the_best_val_weights_and_leaves_the_pseudo_labels(tiny_synth, tmp_path, monkeypatch,
+                                                                                caplog):
+    """cluster.backoff_patience: val scores 10, 30, 20, 15 -> after two epochs on pseudo labels without a new
+    best, epoch 2's weights come back and epoch 5 trains the instance loss alone."""
+    import logging
+
+    from cpcl.engine import trainer
+
+    scripted = iter([10.0, 30.0, 20.0, 15.0, 40.0])
+    real_validate, real_epoch = trainer.validate, trainer.train_one_epoch
+    seen_at_start = {}
+
+    def validate(*args, **kwargs):
+        metrics = real_validate(*args, **kwargs)
+        score = next(scripted)
+        return {**metrics, "rank1": score, "mAP": score}
+
+    def train_one_epoch(model, loader, state, cfg, epoch, *args, **kwargs):
+        seen_at_start[epoch] = {k: v.clone() for k, v in state.model.state_dict().items()}
+        return real_epoch(model, loader, state, cfg, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "validate", validate)
+    monkeypatch.setattr(trainer, "train_one_epoch", train_one_epoch)
+    run = tmp_path / "backoff"
+    config = tiny_config(tiny_synth, *CPCL, "train.epochs=5", "train.max_steps_per_epoch=2",
+                         "cluster.backoff_patience=2")
+    with caplog.at_level(logging.WARNING, logger="cpcl"):
+        result = train(config, run, progress=False)
+    rows = _rows(run)[1:]
+    assert [("pseudo" in r) for r in rows] == [True, True, True, True, False]
+    assert rows[3]["backed_off"] == {"restored_epoch": 2, "stale_epochs": 2}
+    assert not any("backed_off" in r for r in rows[:3] + rows[4:])
+    assert "sdm" in rows[3] and "itc" in rows[4] and not any(t in rows[4] for t in PROTOTYPE_TERMS)
+    assert result.best_epoch == 5  # the epoch after backing off scored best (40): best.pt moved on to it
+    # epoch 5 started from the weights that were best on val when the run backed off (epoch 2's)
+    epoch2 = seen_at_start[3]  # the weights after epoch 2 = those epoch 3 started from
+    assert all(torch.equal(seen_at_start[5][k], epoch2[k]) for k in epoch2)
+    assert not all(torch.equal(seen_at_start[5][k], seen_at_start[4][k]) for k in epoch2)
+    assert any("back to epoch 2's weights" in r.getMessage() for r in caplog.records)
+    assert read_checkpoint(run / "last.pt")["run"]["backed_off"] == 4  # a resumed run stays backed off
+
+
+def test_backing_off_needs_pseudo_labels_and_a_val_score_every_epoch(tiny_synth):
+    from cpcl.config import ConfigError
+
+    for overrides, keys in ((("cluster.backoff_patience=2",), ("cluster.backoff_patience", "cluster.enabled")),
+                            ((*CPCL, "cluster.backoff_patience=2", "train.eval_every=2"),
+                             ("cluster.backoff_patience", "train.eval_every"))):
+        with pytest.raises(ConfigError) as err:
+            tiny_config(tiny_synth, *overrides)
+        assert all(k in str(err.value) for k in keys)

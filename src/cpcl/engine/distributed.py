@@ -168,6 +168,14 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's parameters and buffers of ``module`` on every rank, in place (on the rank's device)."""
+    if not info.enabled:
+        return
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
 def on_main_first(fn: Callable[[], T], info: DistInfo) -> T:
     """``fn()`` on rank 0, then on every other rank once rank 0 is done (what rank 0 writes — a generated
     dataset, a cache — the others then read). An error on rank 0 is raised on every rank, with its message,

@@ -15,8 +15,10 @@ def epoch_summary(row: dict[str, Any]) -> str:
     """One log line for an epoch's row of ``metrics.jsonl``."""
     val = f", val R1 {row['val']['rank1']:.2f} mAP {row['val']['mAP']:.2f}" if "val" in row else ""
     times = ", ".join(f"{k} {v:.1f}s" for k, v in row["time"].items() if isinstance(v, float))
+    backed = (f"; backed off to epoch {row['backed_off']['restored_epoch']}'s weights, instance loss alone from here"
+              if "backed_off" in row else "")
     return (f"epoch {row['epoch']}: loss {row['loss']:.4f}, {row['pairs_per_s']:.0f} pairs/s{val}"
-            f"{_pseudo_summary(row.get('pseudo'))}; time {times}")
+            f"{_pseudo_summary(row.get('pseudo'))}{backed}; time {times}")
 
 
 def _pseudo_summary(stats: dict[str, Any] | None) -> str:
@@ -26,6 +28,10 @@ def _pseudo_summary(stats: dict[str, Any] | None) -> str:
             f"{100 * stats['image_outliers']:.0f}% txt {100 * stats['text_outliers']:.0f}%")
     if "image_recovered" in stats:
         text += f", OPLM recovered img {stats['image_recovered']} txt {stats['text_recovered']}"
+    if "image_stability" in stats:
+        text += f", stability img {stats['image_stability']:.2f} txt {stats['text_stability']:.2f}"
+    if "agreement" in stats:
+        text += f", img-txt agreement {stats['agreement']:.2f}"
     if "image_pair_precision" in stats:
         text += (f", pair precision img {100 * stats['image_pair_precision']:.0f}% "
                  f"txt {100 * stats['text_pair_precision']:.0f}%")
@@ -75,6 +81,11 @@ def curves_figure(history: list[dict[str, Any]], zero_shot: dict[str, Any] | Non
         ax_val.legend()
     if pseudo_rows:
         _pseudo_panel(axes[2], pseudo_rows)
+    for row in history:  # cluster.backoff_patience: where the run left the pseudo labels
+        if "backed_off" in row:
+            ax_val.axvline(row["epoch"] + 0.5, color="grey", linestyle=":",
+                           label=f"backed off (epoch {row['backed_off']['restored_epoch']}'s weights)")
+            ax_val.legend()
     last = max(r["epoch"] for r in history)
     for ax in axes:
         ax.set_xlim(-0.3, last + 0.3)

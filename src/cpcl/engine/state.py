@@ -35,6 +35,11 @@ class RunState:
     best_score: float = -math.inf
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # cluster.backoff_patience: epochs on pseudo labels in a row without a new best val score (rank 0), and
+    # the epoch after which the run went back to the instance loss alone
+    stale_epochs: int = 0
+    backed_off: int | None = None
+    previous_labels: tuple[np.ndarray, np.ndarray] | None = None  # the last usable (image, text) pseudo labels
     zero_shot_val: dict[str, Any] | None = None
     test_reference: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -42,6 +47,9 @@ class RunState:
         """Checkpoint entries besides the model weights (which every checkpoint holds)."""
         labels = self.objective.labels  # the epoch's pseudo labels, kept for inspection; not restored
         run = {"best_score": self.best_score, "best_epoch": self.best_epoch, "history": self.history,
+               "stale_epochs": self.stale_epochs, "backed_off": self.backed_off,
+               "previous_labels": None if self.previous_labels is None else
+               [torch.from_numpy(x) for x in self.previous_labels],
                "zero_shot_val": self.zero_shot_val, "zero_shot_row": zero_shot_row(self.zero_shot_val),
                "test_reference": dict(self.test_reference), **self.objective.state_dict(),
                "labels": None if labels is None else {"image": labels.image, "text": labels.text},
@@ -59,6 +67,9 @@ class RunState:
         self.objective.load_state_dict(run)
         self.epoch = payload["epoch"]
         self.best_score, self.best_epoch, self.history = run["best_score"], run["best_epoch"], run["history"]
+        self.stale_epochs, self.backed_off = run.get("stale_epochs", 0), run.get("backed_off")
+        previous = run.get("previous_labels")
+        self.previous_labels = None if previous is None else tuple(x.numpy() for x in previous)
         self.zero_shot_val = run["zero_shot_val"]
         self.test_reference = dict(run["test_reference"])
         set_rng_state(run["rng"])

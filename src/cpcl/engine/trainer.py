@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
+from cpcl.clustering.quality import label_free_quality
 from cpcl.config import Config, TrainConfig, save_config
 from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.data.samplers import PseudoIdentitySampler
@@ -30,6 +31,8 @@ from cpcl.engine.distributed import (
     ShardedBatchSampler,
     all_reduce_sum,
     barrier,
+    broadcast_module,
+    broadcast_object,
     init_distributed,
     on_main_first,
 )
@@ -44,7 +47,7 @@ from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.evaluation.metrics import chance_metrics
 from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.model.backbone import build_tokenizer
-from cpcl.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from cpcl.model.checkpoint import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class EpochRow:
     time: dict[str, float]
     pseudo: dict[str, Any] | None = None
     val: dict[str, Any] | None = None
+    backed_off: dict[str, Any] | None = None  # set on the epoch after which the run left the pseudo labels
 
     def as_dict(self) -> dict[str, Any]:
         row = {"epoch": self.epoch, **self.losses, "lr": self.lr, "pairs_per_s": self.pairs_per_s, "time": self.time}
@@ -90,6 +94,8 @@ class EpochRow:
             row["pseudo"] = self.pseudo
         if self.val is not None:
             row["val"] = self.val
+        if self.backed_off is not None:
+            row["backed_off"] = self.backed_off
         return row
 
 
@@ -142,9 +148,11 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.metrics_rows()))
     for epoch in range(state.epoch + 1, config.train.epochs + 1):
         row = run_epoch(config, state, train_model, data, epoch, steps_per_epoch, device, dist, progress)
+        if dist.is_main and row.val is not None and _is_best(state, row.val):
+            save_checkpoint(out / "best.pt", model, config, epoch=epoch, val=row.val)
+        if epoch < config.train.epochs:  # at the last epoch nothing is left to train without the pseudo labels
+            back_off_if_stale(config.cluster.backoff_patience, state, row, out / "best.pt", dist)
         if dist.is_main:
-            if row.val is not None and _is_best(state, row.val):
-                save_checkpoint(out / "best.pt", model, config, epoch=epoch, val=row.val)
             state.save(out / "last.pt", config, val=row.val)
             with (out / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps(row.as_dict()) + "\n")
@@ -249,9 +257,9 @@ def run_epoch(config: Config, state: RunState, train_model, data: TrainData, epo
 
 def label_epoch(config: Config, state: RunState, data: TrainData, epoch: int, device: torch.device,
                 dist: DistInfo, progress: bool) -> dict[str, Any] | None:
-    """Give the objective this epoch's pseudo labels (none before ``cluster.start_epoch`` or without
-    clustering) -> their statistics for the report, or None."""
-    if not config.uses_pseudo_labels or epoch < config.cluster.start_epoch:
+    """Give the objective this epoch's pseudo labels (none before ``cluster.start_epoch``, without
+    clustering, or once the run has backed off) -> their statistics for the report, or None."""
+    if not config.uses_pseudo_labels or epoch < config.cluster.start_epoch or state.backed_off is not None:
         state.objective.on_labels(None)
         return None
     labels, image_features, text_features = make_pseudo_labels(
@@ -261,6 +269,10 @@ def label_epoch(config: Config, state: RunState, data: TrainData, epoch: int, de
         num_workers=config.data.num_workers)
     with phase(log, "memories", labels.stats.setdefault("phase_seconds", {})):
         state.objective.on_labels(labels, image_features, text_features)
+    if labels.usable:  # label-free signs of quality, next to the held-out identities' report
+        labels.stats.update(label_free_quality(labels.image.numpy(), labels.text.numpy(),
+                                               data.train_set.caption_to_image.numpy(), state.previous_labels))
+        state.previous_labels = (labels.image.numpy(), labels.text.numpy())
     return dict(labels.stats)
 
 
@@ -330,6 +342,30 @@ def _is_best(state: RunState, val: dict[str, Any]) -> bool:
         return False
     state.best_score, state.best_epoch = score, state.epoch
     return True
+
+
+def back_off_if_stale(patience: int, state: RunState, row: EpochRow, best: Path, dist: DistInfo) -> None:
+    """``cluster.backoff_patience``: after ``patience`` epochs in a row trained on pseudo labels whose val
+    score is no new best, restore the best-on-val weights (on every rank) and leave the pseudo labels for
+    the rest of the run (:func:`label_epoch`). Only val identities inform this; the optimiser, its schedule
+    and the epoch count go on."""
+    if not patience or state.backed_off is not None:
+        return
+    due = False
+    if dist.is_main and row.val is not None and state.objective.labels is not None:
+        state.stale_epochs = 0 if state.best_epoch == row.epoch else state.stale_epochs + 1
+        due = state.stale_epochs >= patience and state.best_epoch is not None
+    if not broadcast_object(due, dist):
+        return
+    if dist.is_main:
+        state.model.load_state_dict(read_checkpoint(best)["model"])
+        row.backed_off = {"restored_epoch": state.best_epoch, "stale_epochs": state.stale_epochs}
+        log.warning("epoch %d: %d epoch(s) on pseudo labels without a better val score than epoch %d's: back to "
+                    "epoch %d's weights, and the instance loss alone from here on (cluster.backoff_patience=%d)",
+                    row.epoch, state.stale_epochs, state.best_epoch, state.best_epoch, patience)
+    broadcast_module(state.model, dist)
+    state.backed_off = row.epoch
+    state.objective.on_labels(None)
 
 
 def finish(state: RunState, data: TrainData, out: Path, device: torch.device, batch_size: int,
