@@ -77,3 +77,37 @@ def test_the_selection_never_reads_training_identities(tiny_synth, tmp_path):
     assert [(t.overrides, t.val_rank1, t.val_mAP) for t in a.trials] == \
         [(t.overrides, t.val_rank1, t.val_mAP) for t in b.trials]
     assert a.chosen.overrides == b.chosen.overrides and a.test == b.test
+
+
+def test_another_config_is_one_more_trial_and_can_be_chosen(tiny_synth, tmp_path, monkeypatch):
+    """--also synthpedes_itc: the baseline as it is is a trial; when it does best on val it is the choice,
+    and test is evaluated once, on its own checkpoint."""
+    import cpcl.selection as selection_module
+
+    baseline = tmp_path / "itc.yaml"
+    baseline.write_text(yaml.safe_dump(tiny_config(tiny_synth, "train.max_steps_per_epoch=2").to_dict()))
+    real_train = selection_module.train
+
+    def train(config, run_dir, **kwargs):  # the baseline "does best on val"
+        result = real_train(config, run_dir, **kwargs)
+        if not config.cluster.enabled:
+            result.best_val = {**result.best_val, "rank1": 100.0}
+        return result
+
+    monkeypatch.setattr(selection_module, "train", train)
+    grid = parse_grid(["cluster.eps=0.5"])
+    chosen = run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu", also=[baseline])
+    assert [(t.overrides, t.config) for t in chosen.trials] == [((), ""), (("cluster.eps=0.5",), ""),
+                                                                ((), str(baseline))]
+    assert chosen.chosen.number == 2 and chosen.chosen.val_rank1 == 100.0
+    from cpcl.evaluation.evaluate import load_eval_split
+
+    model, split, _ = load_eval_split(tmp_path / "sweep" / "trial-002" / "best.pt", "cuhk-pedes", tiny_synth, "test",
+                                      "cpu")
+    assert chosen.test == split.evaluate(model, "cpu", 64).as_dict()
+    assert "config itc as it is" in (tmp_path / "sweep" / "selection.md").read_text()
+    # read back after an interruption: the same three trials, none trained again
+    (tmp_path / "sweep" / "selection.json").unlink()
+    monkeypatch.setattr(selection_module, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    again = run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu", also=[baseline])
+    assert [t.config for t in again.trials] == [t.config for t in chosen.trials]

@@ -243,7 +243,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     device = _pick_device(args.device)
     selection = run_selection(resolve_config_path(args.config), parse_grid(args.grid), args.out,
                               base_overrides=args.set or [], limit=args.trials, seed=args.seed, device=device,
-                              overwrite=args.overwrite, progress=not args.no_progress)
+                              overwrite=args.overwrite, progress=not args.no_progress,
+                              also=[resolve_config_path(c) for c in args.also or []])
     print((Path(args.out) / "selection.md").read_text())
     if selection.chosen is None:
         raise UsageError("no trial could be scored on val (see the table above)")
@@ -539,6 +540,9 @@ def _add_training_commands(sub) -> None:
                    help="values to try for a config key (repeatable; trials are their combinations)")
     p.add_argument("--trials", type=int, help="train this many combinations, drawn with --seed (default: all)")
     p.add_argument("--seed", type=int, default=0, help="which combinations --trials draws")
+    p.add_argument("--also", action="append", metavar="CONFIG",
+                   help="also train this config as it is, as one more trial (repeatable); with the baseline "
+                        "(synthpedes_itc) the choice is never a setting that does worse on val than it")
     p.add_argument("--out", required=True, help="directory for trial-NNN/ runs and selection.{md,json}")
     _add_overwrite(p, "a finished selection")
     p.set_defaults(func=cmd_sweep)

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 class Trial:
     number: int
     overrides: tuple[str, ...]
+    config: str = ""  # another config trained as it is (``also``); empty: the selection's config
     status: str = "done"  # done | invalid (the message says why)
     val_rank1: float | None = None
     val_mAP: float | None = None  # noqa: N815 - the field's name
@@ -78,34 +79,46 @@ def trial_overrides(grid: dict[str, list[str]], limit: int | None = None, seed: 
 
 def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str | Path,
                   base_overrides: list[str] | tuple[str, ...] = (), limit: int | None = None, seed: int = 0,
-                  device: torch.device | str = "cpu", overwrite: bool = False, progress: bool = False) -> Selection:
-    """Train every trial into ``out/trial-NNN``, choose on val, evaluate the choice on test once."""
+                  device: torch.device | str = "cpu", overwrite: bool = False, progress: bool = False,
+                  also: list[str | Path] | tuple[str | Path, ...] = ()) -> Selection:
+    """Train every trial into ``out/trial-NNN``, choose on val, evaluate the choice on test once.
+
+    ``also``: other configs, each trained as it is (with ``base_overrides``) as one more trial — the
+    baseline, for instance, so that the choice is never a setting that does worse on val than it."""
     out = Path(out)
     if (out / "selection.json").is_file() or overwrite:  # a finished one is refused; a partial one continues
         claim_outputs(out, ("selection.json", "selection.md", "trial-*"), overwrite=overwrite,
                       holds="a finished selection", instead="choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    plan = [(Path(config_path), overrides, "") for overrides in trial_overrides(grid, limit, seed)]
+    plan += [(Path(other), (), str(other)) for other in also]
     trials = []
-    for number, overrides in enumerate(trial_overrides(grid, limit, seed)):
-        trials.append(_run_trial(number, config_path, [*base_overrides, *overrides], overrides,
-                                 out / f"trial-{number:03d}", device, progress))
-        log.info("trial %d %s: %s", number, " ".join(overrides) or "(the config as it is)",
+    for number, (path, overrides, other) in enumerate(plan):
+        trials.append(_run_trial(number, path, [*base_overrides, *overrides], overrides,
+                                 out / f"trial-{number:03d}", device, progress, other))
+        log.info("trial %d %s: %s", number, _describe(trials[-1]),
                  trials[-1].status if trials[-1].message else f"val R1 {trials[-1].val_rank1:.2f}")
     done = [t for t in trials if t.status == "done" and t.val_rank1 is not None]
     chosen = max(done, key=lambda t: (t.val_rank1, t.val_mAP), default=None)
     selection = Selection(trials, chosen, settings={"config": str(config_path), "grid": grid,
                                                       "base_overrides": list(base_overrides), "limit": limit,
-                                                      "seed": seed})
+                                                      "seed": seed, "also": [str(a) for a in also]})
     if chosen is not None:
-        config = load_config(config_path, [*base_overrides, *chosen.overrides])
+        config = load_config(chosen.config or config_path, [*base_overrides, *chosen.overrides])
         selection.test = _test_once(out / f"trial-{chosen.number:03d}" / "best.pt", config, device)
     _write(selection, out)
     return selection
 
 
+def _describe(trial: Trial) -> str:
+    if trial.config:
+        return f"config {Path(trial.config).stem} as it is"
+    return " ".join(trial.overrides) or "the config as it is"
+
+
 def _run_trial(number: int, config_path, overrides: list[str], own: tuple[str, ...], run_dir: Path, device,
-               progress: bool) -> Trial:
-    trial = Trial(number, own)
+               progress: bool, other: str = "") -> Trial:
+    trial = Trial(number, own, other)
     try:
         config = load_config(config_path, overrides)
     except ConfigError as exc:  # a combination that cannot do what it says: recorded, not trained
@@ -114,7 +127,7 @@ def _run_trial(number: int, config_path, overrides: list[str], own: tuple[str, .
     saved = run_dir / "trial.json"
     if saved.is_file():  # finished before an interruption (with these very settings)
         done = json.loads(saved.read_text())
-        if done["overrides"] == list(own):
+        if done["overrides"] == list(own) and done.get("config", "") == other:
             return Trial(**{**done, "overrides": own})
     t0 = time.perf_counter()
     result = train(config, run_dir, device=device, progress=progress, overwrite=True, evaluate_test=False)
@@ -142,12 +155,12 @@ def _write(selection: Selection, out: Path) -> None:
         mark = "**chosen**" if selection.chosen is not None and t.number == selection.chosen.number else t.message
         score = (f"{t.val_rank1:.2f} | {t.val_mAP:.2f} | {t.best_epoch}" if t.val_rank1 is not None
                  else f"- | - | {t.status}")
-        settings = f"`{' '.join(t.overrides)}`" if t.overrides else "the config as it is"
+        settings = f"`{' '.join(t.overrides)}`" if t.overrides else _describe(t)
         lines.append(f"| {t.number} | {settings} | {score} | {t.seconds:.0f} | {mark} |")
-    text = (f"# Selection on val (config `{selection.settings['config']}`)\n\nEvery trial scored by the val Rank-1 "
+    text = (f"# Selection on val (config `{Path(selection.settings['config']).stem}`)\n\nEvery trial scored by the val Rank-1 "
             "of its best-on-val checkpoint; test evaluated once, for the chosen trial.\n\n" + "\n".join(lines))
     if selection.chosen is not None and selection.test is not None:
-        chosen = " ".join(selection.chosen.overrides) or "the config as it is"
+        chosen = _describe(selection.chosen)
         text += "\n\n" + results_table({f"chosen: {chosen}": selection.test},
                                        title="Test split, chosen trial (best-on-val checkpoint)")
     atomic_write_text(out / "selection.md", text + "\n")
