@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import finished_run
 
 from cpcl.config import load_config, resolve_config_path
 from cpcl.engine.trainer import train
@@ -48,6 +49,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="override applied to every rung")
     parser.add_argument("--name", default="ablation", help="results file stem")
     parser.add_argument("--report-only", action="store_true", help="rewrite the table from the saved JSON")
+    parser.add_argument("--reuse", action="store_true",
+                        help="take a run whose directory already holds results.json for the same config "
+                             "instead of training it again (an interrupted ladder continues)")
     args = parser.parse_args()
     if args.report_only:
         saved = json.loads((RESULTS / f"{args.name}.json").read_text())
@@ -63,12 +67,16 @@ def main() -> None:
             continue
         for seed in args.seeds:
             config = load_config(resolve_config_path(name), [*args.set, f"train.seed={seed}"])
-            t0 = time.perf_counter()
             out = Path(args.runs) / f"{name}-seed{seed}"
-            res = train(config, out, progress=False, allow_identity_labels=config.train.supervised, overwrite=True)
-            row = {"seed": seed, "best_epoch": res.best_epoch, "wall_s": time.perf_counter() - t0,
-                   "test_best": res.test["best-on-val"], "test_last": res.test["last"],
-                   "zero_shot": res.test["zero-shot"], "chance": res.test["chance"]}
+            row = finished_run(out, config) if args.reuse else None
+            if row is None:
+                t0 = time.perf_counter()
+                res = train(config, out, progress=False, allow_identity_labels=config.train.supervised,
+                            overwrite=True)
+                row = {"best_epoch": res.best_epoch, "wall_s": time.perf_counter() - t0, "test": res.test}
+            row = {"seed": seed, "best_epoch": row["best_epoch"], "wall_s": row["wall_s"],
+                   "test_best": row["test"]["best-on-val"], "test_last": row["test"]["last"],
+                   "zero_shot": row["test"]["zero-shot"], "chance": row["test"]["chance"]}
             results.setdefault(name, []).append(row)
             print(f"{name} seed {seed}: R1 {row['test_best']['rank1']:.2f} mAP {row['test_best']['mAP']:.2f} "
                   f"({row['wall_s']:.0f}s)", flush=True)

@@ -41,3 +41,18 @@ def write_results(name: str, data: object, text: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(text.rstrip("\n") + "\n")
     print(text)
+
+
+def finished_run(out: Path, config) -> dict | None:
+    """``{"best_epoch", "wall_s", "test"}`` of a completed run in ``out`` trained from exactly ``config``, or
+    None (no run there, an unfinished one, or one of another config)."""
+    from cpcl.config import load_config
+
+    if not (out / "results.json").is_file() or not (out / "config.yaml").is_file():
+        return None
+    if load_config(out / "config.yaml").to_dict() != config.to_dict():
+        return None
+    saved = json.loads((out / "results.json").read_text())
+    wall = (out / "results.json").stat().st_mtime - (out / "config.yaml").stat().st_mtime
+    print(f"{out}: reusing its finished run", flush=True)
+    return {"best_epoch": saved["best_epoch"], "wall_s": wall, "test": saved["test"]}

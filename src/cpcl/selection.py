@@ -157,8 +157,9 @@ def _write(selection: Selection, out: Path) -> None:
                  else f"- | - | {t.status}")
         settings = f"`{' '.join(t.overrides)}`" if t.overrides else _describe(t)
         lines.append(f"| {t.number} | {settings} | {score} | {t.seconds:.0f} | {mark} |")
-    text = (f"# Selection on val (config `{Path(selection.settings['config']).stem}`)\n\nEvery trial scored by the val Rank-1 "
-            "of its best-on-val checkpoint; test evaluated once, for the chosen trial.\n\n" + "\n".join(lines))
+    name = Path(selection.settings["config"]).stem
+    text = (f"# Selection on val (config `{name}`)\n\nEvery trial scored by the val Rank-1 of its best-on-val "
+            "checkpoint; test evaluated once, for the chosen trial.\n\n" + "\n".join(lines))
     if selection.chosen is not None and selection.test is not None:
         chosen = _describe(selection.chosen)
         text += "\n\n" + results_table({f"chosen: {chosen}": selection.test},
