@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from cpcl.data.synth.identity import VIEWS, Identity, pick
+from cpcl.data.synth.render import shade
 
 # the colour names of identity.COLOURS as this camera records them
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -43,10 +44,6 @@ HAIR = {"black": (40, 40, 38), "brown": (96, 74, 50), "blonde": (190, 176, 120),
 SKIN = [(214, 192, 170), (196, 166, 138), (160, 128, 100), (108, 86, 66)]
 
 
-def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
-    return tuple(int(max(0, min(255, c * factor))) for c in colour)  # type: ignore[return-value]
-
-
 def _plaza(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     """Paving seen from above: a base tone, tile lines converging towards the top, planters and benches."""
     tone = rng.integers(95, 175)
@@ -55,7 +52,7 @@ def _plaza(rng: np.random.Generator, w: int, h: int) -> Image.Image:
     arr += rng.normal(0.0, 6.0, size=(h // 4 + 1, w // 4 + 1, 1)).repeat(4, 0).repeat(4, 1)[:h, :w]
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    line = _shade(tuple(int(c) for c in base), 0.8)
+    line = shade(tuple(int(c) for c in base), 0.8)
     vanish_x, spread = w * rng.uniform(0.2, 0.8), rng.uniform(1.5, 3.0)
     for k in range(-4, 5):  # lines converging to a point above the frame
         x_bottom = w / 2 + k * w * 0.22 * spread
@@ -69,7 +66,7 @@ def _plaza(rng: np.random.Generator, w: int, h: int) -> Image.Image:
         x0, y0 = int(rng.integers(-w // 3, w)), int(rng.integers(-h // 6, h))
         x1, y1 = x0 + int(rng.integers(w // 5, w // 2)), y0 + int(rng.integers(h // 20, h // 6))
         colour = tuple(int(c) for c in rng.integers(50, 170, size=3))
-        draw.rectangle([x0, y0, x1, y1], fill=colour, outline=_shade(colour, 0.6))
+        draw.rectangle([x0, y0, x1, y1], fill=colour, outline=shade(colour, 0.6))
         if rng.random() < 0.5:  # a planter's shrub
             draw.ellipse([x0, y0 - (y1 - y0), x1, y1], fill=(60 + int(rng.integers(0, 40)), 110, 60))
     if rng.random() < 0.5:  # a painted line
@@ -164,13 +161,13 @@ def _torso_and_arms(draw: ImageDraw.ImageDraw, b: _Body) -> tuple[float, float]:
                      fill=PALETTE[p.inner_colour])
     if p.upper_type == "hoodie" and b.view == "back":
         draw.pieslice([b.cx - b.half_w * 0.7, b.y_sh - b.fh * 0.08, b.cx + b.half_w * 0.7, b.y_sh + b.fh * 0.14],
-                      start=0, end=180, fill=_shade(upper, 0.75))
+                      start=0, end=180, fill=shade(upper, 0.75))
     return hand
 
 
 def _pattern(draw: ImageDraw.ImageDraw, b: _Body, box: list[float], upper: tuple[int, int, int]) -> None:
     p = b.p
-    mark = _shade(upper, 0.55) if sum(upper) > 240 else (190, 196, 186)
+    mark = shade(upper, 0.55) if sum(upper) > 240 else (190, 196, 186)
     if p.upper_pattern == "striped":  # diagonal stripes (the classic style draws them level)
         x = box[0] - (box[3] - box[1])
         while x < box[2]:
@@ -200,7 +197,7 @@ def _bag(draw: ImageDraw.ImageDraw, b: _Body, hand: tuple[float, float]) -> None
     elif p.bag == "shoulder bag":
         sgn = b.facing if b.side else 1
         x = b.cx + sgn * b.half_w * 1.0
-        draw.line([b.cx - sgn * b.half_w * 0.5, b.y_sh, x, b.y_waist], fill=_shade(bag, 0.7), width=1)
+        draw.line([b.cx - sgn * b.half_w * 0.5, b.y_sh, x, b.y_waist], fill=shade(bag, 0.7), width=1)
         draw.ellipse([x - b.fh * 0.07, b.y_waist - b.fh * 0.07, x + b.fh * 0.07, b.y_waist + b.fh * 0.05], fill=bag)
     elif p.bag == "handbag":
         draw.rectangle([hand[0] - b.fh * 0.05, hand[1], hand[0] + b.fh * 0.05, hand[1] + b.fh * 0.07], fill=bag)
@@ -225,13 +222,13 @@ def _head(draw: ImageDraw.ImageDraw, b: _Body) -> None:
         return
     hc = PALETTE[p.headwear_colour]
     if p.headwear == "hat":  # a brim all round, seen from above
-        draw.ellipse([cx - r * 1.6, cy - r * 1.3, cx + r * 1.6, cy + r * 0.9], fill=_shade(hc, 0.85))
+        draw.ellipse([cx - r * 1.6, cy - r * 1.3, cx + r * 1.6, cy + r * 0.9], fill=shade(hc, 0.85))
     draw.ellipse([cx - r * 0.95, cy - r * 1.05, cx + r * 0.95, cy + r * 0.5], fill=hc)
     if p.headwear == "cap" and b.view != "back":
         peak = cx + (b.facing * r * 0.9 if b.side else 0.0)
-        draw.ellipse([peak - r * 0.7, cy + r * 0.1, peak + r * 0.7, cy + r * 0.7], fill=_shade(hc, 0.7))
+        draw.ellipse([peak - r * 0.7, cy + r * 0.1, peak + r * 0.7, cy + r * 0.7], fill=shade(hc, 0.7))
     elif p.headwear == "beanie":
-        draw.line([cx - r * 0.9, cy + r * 0.3, cx + r * 0.9, cy + r * 0.3], fill=_shade(hc, 0.6), width=2)
+        draw.line([cx - r * 0.9, cy + r * 0.3, cx + r * 0.9, cy + r * 0.3], fill=shade(hc, 0.6), width=2)
 
 
 def draw_figure(draw: ImageDraw.ImageDraw, p: Identity, view: str, rng: np.random.Generator,

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from cpcl.data.synth.identity import COLOURS, HAIR_COLOURS, SKIN_TONES, VIEWS, Identity, pick, random_identity
 
 
-def _shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
+def shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(int(max(0, min(255, c * factor))) for c in colour)  # type: ignore[return-value]
 
 
@@ -39,7 +39,7 @@ def _background(rng: np.random.Generator, w: int, h: int, domain: str) -> Image.
         colour = tuple(int(c) for c in rng.integers(30, 230, size=3))
         draw.rectangle([x0, y0, x1, y1], fill=colour)
         if rng.random() < 0.5:
-            win = _shade(colour, 1.4 if domain == "indoor" else 0.6)
+            win = shade(colour, 1.4 if domain == "indoor" else 0.6)
             step = max(3, (x1 - x0) // 3)
             for wx in range(x0 + 2, x1 - 2, step):
                 draw.rectangle([wx, y0 + 2, wx + step // 2, y0 + 2 + step // 2], fill=win)
@@ -187,14 +187,14 @@ def _draw_torso(draw: ImageDraw.ImageDraw, f: _Figure) -> None:
     torso = [cx - half_w, y_sh, cx + half_w, torso_bottom]
     draw.rounded_rectangle(torso, radius=max(1, int(fh * 0.03)), fill=upper)
     if p.upper_pattern == "striped":
-        dark = _shade(upper, 0.45) if sum(upper) > 200 else _shade((200, 200, 200), 1.0)
+        dark = shade(upper, 0.45) if sum(upper) > 200 else shade((200, 200, 200), 1.0)
         step = fh * 0.045
         y = y_sh + step
         while y < torso_bottom - 1:
             draw.line([torso[0] + 1, y, torso[2] - 1, y], fill=dark, width=max(1, int(fh * 0.015)))
             y += step
     elif p.upper_pattern == "checked":
-        dark = _shade(upper, 0.5) if sum(upper) > 200 else (180, 180, 180)
+        dark = shade(upper, 0.5) if sum(upper) > 200 else (180, 180, 180)
         step = fh * 0.05
         y = y_sh + step
         while y < torso_bottom - 1:
@@ -212,7 +212,7 @@ def _draw_torso(draw: ImageDraw.ImageDraw, f: _Figure) -> None:
                        fill=COLOURS[p.inner_colour])
     if p.upper_type == "hoodie" and view == "back":
         draw.ellipse([cx - half_w * 0.6, y_sh - fh * 0.02, cx + half_w * 0.6, y_sh + fh * 0.12],
-                     fill=_shade(upper, 0.8))
+                     fill=shade(upper, 0.8))
 
 
 def _draw_bag(draw: ImageDraw.ImageDraw, f: _Figure, hand_pts: list[tuple[float, float]]) -> None:
@@ -228,7 +228,7 @@ def _draw_bag(draw: ImageDraw.ImageDraw, f: _Figure, hand_pts: list[tuple[float,
     elif p.bag == "shoulder bag":
         sgn = 1 if view != "side" else f.facing
         draw.line([cx - sgn * half_w * 0.7, y_sh, cx + sgn * half_w * 0.9, y_waist - fh * 0.02],
-                  fill=_shade(bag, 0.8), width=max(1, int(fh * 0.015)))
+                  fill=shade(bag, 0.8), width=max(1, int(fh * 0.015)))
         bx = cx + sgn * half_w * 1.05
         draw.rectangle([bx - fh * 0.06, y_waist - fh * 0.06, bx + fh * 0.06, y_waist + fh * 0.04], fill=bag)
     elif p.bag == "handbag" and hand_pts:
@@ -279,10 +279,10 @@ def _draw_headwear(draw: ImageDraw.ImageDraw, f: _Figure) -> None:
         bx = cx + (f.facing * r_head * 0.9 if f.side else 0)
         bw = r_head * (0.9 if f.side else 1.1)
         if f.view != "back":
-            draw.rectangle([bx - bw, y_head - r_head * 0.5, bx + bw, y_head - r_head * 0.3], fill=_shade(hc, 0.7))
+            draw.rectangle([bx - bw, y_head - r_head * 0.5, bx + bw, y_head - r_head * 0.3], fill=shade(hc, 0.7))
     elif p.headwear == "hat":
         draw.rectangle([cx - r_head * 1.7, y_head - r_head * 0.55, cx + r_head * 1.7, y_head - r_head * 0.35],
-                       fill=_shade(hc, 0.8))
+                       fill=shade(hc, 0.8))
     else:  # beanie
         draw.ellipse([cx - r_head * 0.3, y_head - r_head * 1.5, cx + r_head * 0.3, y_head - r_head * 0.95], fill=hc)
 
