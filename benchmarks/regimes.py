@@ -74,7 +74,7 @@ def main() -> None:
             for rung in args.rungs:
                 for seed in args.seeds:
                     rows.append(run_one(regime, rung, seed, epochs, args))
-            for rung in (r for r in args.rungs if r != "synthpedes_itc" and regime in args.chosen):
+            for rung in (r for r in args.rungs if r != "synthpedes_itc" and args.chosen.get(regime)):
                 for seed in args.seeds:
                     rows.append(run_one(regime, rung, seed, epochs, args, args.chosen[regime]))
     results = {"command": command(), "machine": machine(), "runs": rows}
@@ -159,6 +159,10 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         table.append(cells)
     lines.append(markdown_table(header, table, "lllr" + "r" * (len(header) - 4)))
     lines += ["", "Regimes:"] + [f"- `{r}`: {REGIMES[r][0]}" for r in args.regimes]
+    kept = [r for r, overrides in getattr(args, "chosen", {}).items() if not overrides]
+    if kept:
+        lines += ["", "Selected on their own val, the shipped settings won (no rows of their own): "
+                  + ", ".join(f"`{r}`" for r in kept) + "."]
     return "\n".join(lines)
 
 
