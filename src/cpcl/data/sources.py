@@ -28,8 +28,8 @@ def prepare_synth(root: str | Path, cfg: SynthConfig, progress: bool = False) ->
     wanted = _synth_settings(cfg)
     if (root / "reid_raw.json").is_file() and meta_path.is_file():
         meta = json.loads(meta_path.read_text())
-        # a setting added after the folder was written has its default there
-        have = {k: meta.get(k, _synth_settings(SynthConfig()).get(k)) for k in wanted}
+        defaults = _synth_settings(SynthConfig())  # what a folder written before a setting existed holds
+        have = {k: meta.get(k, defaults[k]) for k in wanted}
         if have == wanted:
             return root
         diff = ", ".join(f"{k}: {have[k]!r} on disk vs {wanted[k]!r}" for k in wanted if have[k] != wanted[k])
@@ -40,12 +40,9 @@ def prepare_synth(root: str | Path, cfg: SynthConfig, progress: bool = False) ->
                           "folder")
     log.info("data.root %s holds no SynthPedes yet: generating it there (%d identities, seed %d), once; "
              "later runs with the same settings reuse it", root, cfg.num_ids, cfg.seed)
-    generate_synthpedes(root, num_ids=cfg.num_ids, seed=cfg.seed, height=cfg.height, width=cfg.width,
-                        images_per_id=cfg.images_per_id, captions_per_image=cfg.captions_per_image,
-                        val_ids=cfg.val_ids, test_ids=cfg.test_ids,
-                        near_duplicate_fraction=cfg.near_duplicate_fraction, domain=cfg.domain,
-                        caption_noise=cfg.caption_noise, style=cfg.style,
-                        progress=progress, overwrite=True)  # an empty folder, or an interrupted generation
+    # every generation setting is a field of SynthConfig and a parameter of the generator, by the same name
+    # (overwrite: an empty folder, or an interrupted generation)
+    generate_synthpedes(root, **asdict(cfg), progress=progress, overwrite=True)
     return root
 
 
