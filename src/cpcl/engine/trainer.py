@@ -269,7 +269,7 @@ def label_epoch(config: Config, state: RunState, data: TrainData, epoch: int, de
         num_workers=config.data.num_workers)
     with phase(log, "memories", labels.stats.setdefault("phase_seconds", {})):
         state.objective.on_labels(labels, image_features, text_features)
-    if labels.usable:  # label-free signs of quality, next to the held-out identities' report
+    if labels.usable and dist.is_main:  # label-free signs of quality, which rank 0 reports
         labels.stats.update(label_free_quality(labels.image.numpy(), labels.text.numpy(),
                                                data.train_set.caption_to_image.numpy(), state.previous_labels))
         state.previous_labels = (labels.image.numpy(), labels.text.numpy())
