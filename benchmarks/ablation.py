@@ -19,14 +19,12 @@ import logging
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from report import finished_run
+from report import train_or_reuse
 
 from cpcl.config import load_config, resolve_config_path
-from cpcl.engine.trainer import train
 
 RESULTS = Path(__file__).parent / "results"
 LADDER = [
@@ -68,12 +66,7 @@ def main() -> None:
         for seed in args.seeds:
             config = load_config(resolve_config_path(name), [*args.set, f"train.seed={seed}"])
             out = Path(args.runs) / f"{name}-seed{seed}"
-            row = finished_run(out, config) if args.reuse else None
-            if row is None:
-                t0 = time.perf_counter()
-                res = train(config, out, progress=False, allow_identity_labels=config.train.supervised,
-                            overwrite=True)
-                row = {"best_epoch": res.best_epoch, "wall_s": time.perf_counter() - t0, "test": res.test}
+            row = train_or_reuse(out, config, args.reuse)
             row = {"seed": seed, "best_epoch": row["best_epoch"], "wall_s": row["wall_s"],
                    "test_best": row["test"]["best-on-val"], "test_last": row["test"]["last"],
                    "zero_shot": row["test"]["zero-shot"], "chance": row["test"]["chance"]}

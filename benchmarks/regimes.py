@@ -22,14 +22,12 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from report import command, finished_run, machine, markdown_table, write_results
+from report import command, machine, markdown_table, train_or_reuse, write_results
 
 from cpcl.config import load_config, resolve_config_path
-from cpcl.engine.trainer import train
 
 # name -> (what differs, overrides of data.*); the default is the demo's data
 REGIMES: dict[str, tuple[str, list[str]]] = {
@@ -102,11 +100,7 @@ def run_one(regime: str, rung: str, seed: int, epochs: int, args: argparse.Names
     shipped = regime == "default" and epochs == 5 and chosen is None
     out = Path("runs/ablation" if shipped else args.runs) / (
         "" if shipped else regime + ("-selected" if chosen is not None else "")) / stem
-    done = finished_run(out, config) if args.reuse else None
-    if done is None:
-        t0 = time.perf_counter()
-        res = train(config, out, progress=False, allow_identity_labels=config.train.supervised, overwrite=True)
-        done = {"best_epoch": res.best_epoch, "wall_s": time.perf_counter() - t0, "test": res.test}
+    done = train_or_reuse(out, config, args.reuse)
     row = {"regime": regime, "settings": "chosen on its val" if chosen is not None else "shipped",
            "overrides": list(chosen or ()), "rung": rung, "seed": seed, "epochs": epochs,
            "best_epoch": done["best_epoch"],

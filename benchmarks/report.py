@@ -43,16 +43,20 @@ def write_results(name: str, data: object, text: str) -> None:
     print(text)
 
 
-def finished_run(out: Path, config) -> dict | None:
-    """``{"best_epoch", "wall_s", "test"}`` of a completed run in ``out`` trained from exactly ``config``, or
-    None (no run there, an unfinished one, or one of another config)."""
-    from cpcl.config import load_config
+def train_or_reuse(out: Path, config, reuse: bool) -> dict:
+    """``{"best_epoch", "wall_s", "test"}`` of ``config`` trained into ``out`` — or, with ``reuse``, of the
+    completed run already there when it was trained from exactly ``config``."""
+    import time
 
-    if not (out / "results.json").is_file() or not (out / "config.yaml").is_file():
-        return None
-    if load_config(out / "config.yaml").to_dict() != config.to_dict():
-        return None
-    saved = json.loads((out / "results.json").read_text())
-    wall = (out / "results.json").stat().st_mtime - (out / "config.yaml").stat().st_mtime
-    print(f"{out}: reusing its finished run", flush=True)
-    return {"best_epoch": saved["best_epoch"], "wall_s": wall, "test": saved["test"]}
+    from cpcl.config import load_config
+    from cpcl.engine.trainer import train
+
+    done = (out / "results.json").is_file() and (out / "config.yaml").is_file()
+    if reuse and done and load_config(out / "config.yaml").to_dict() == config.to_dict():
+        saved = json.loads((out / "results.json").read_text())
+        wall = (out / "results.json").stat().st_mtime - (out / "config.yaml").stat().st_mtime
+        print(f"{out}: reusing its finished run", flush=True)
+        return {"best_epoch": saved["best_epoch"], "wall_s": wall, "test": saved["test"]}
+    t0 = time.perf_counter()
+    result = train(config, out, progress=False, allow_identity_labels=config.train.supervised, overwrite=True)
+    return {"best_epoch": result.best_epoch, "wall_s": time.perf_counter() - t0, "test": result.test}
