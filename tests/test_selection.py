@@ -111,3 +111,21 @@ def test_another_config_is_one_more_trial_and_can_be_chosen(tiny_synth, tmp_path
     monkeypatch.setattr(selection_module, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     again = run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu", also=[baseline])
     assert [t.config for t in again.trials] == [t.config for t in chosen.trials]
+
+
+def test_a_finished_trial_is_reused_only_for_the_same_config(tiny_synth, tmp_path, monkeypatch):
+    """Continuing a selection with another --set trains its trials again instead of reading stale ones."""
+    import cpcl.selection as selection_module
+
+    grid = parse_grid(["cluster.eps=0.5"])
+    run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu")
+    (tmp_path / "sweep" / "selection.json").unlink()
+    trained, real_train = [], selection_module.train
+    monkeypatch.setattr(selection_module, "train", lambda config, run_dir, **kw: trained.append(run_dir.name)
+                        or real_train(config, run_dir, **kw))
+    run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu")
+    assert trained == []  # the same config: read back
+    (tmp_path / "sweep" / "selection.json").unlink()
+    run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu",
+                  base_overrides=["train.seed=1"])
+    assert trained == ["trial-000", "trial-001"]  # another seed: trained again

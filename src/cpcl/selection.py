@@ -125,10 +125,9 @@ def _run_trial(number: int, config_path, overrides: list[str], own: tuple[str, .
         trial.status, trial.message = "invalid", str(exc)
         return trial
     saved = run_dir / "trial.json"
-    if saved.is_file():  # finished before an interruption (with these very settings)
-        done = json.loads(saved.read_text())
-        if done["overrides"] == list(own) and done.get("config", "") == other:
-            return Trial(**{**done, "overrides": own})
+    # finished before an interruption: reused when it was trained from this very config (--set included)
+    if saved.is_file() and load_config(run_dir / "config.yaml").to_dict() == config.to_dict():
+        return Trial(**{**json.loads(saved.read_text()), "number": number, "overrides": own, "config": other})
     t0 = time.perf_counter()
     result = train(config, run_dir, device=device, progress=progress, overwrite=True, evaluate_test=False)
     trial.seconds = time.perf_counter() - t0
