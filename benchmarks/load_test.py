@@ -1,7 +1,9 @@
 """Load test of `cpcl serve`: N search requests at a fixed concurrency over loopback HTTP.
 
 Starts `cpcl serve INDEX` in its own process (as a user would), waits for it, then sends the requests from
-a pool of client threads, each with its own keep-alive connection. Queries are real captions of the
+a pool of client threads, each with its own keep-alive connection. Each server mode is a separate server:
+``batched`` (the default `cpcl serve`: concurrent queries encoded and searched as one batch) and
+``unbatched`` (``--max-batch 1``: one query at a time). Queries are real captions of the
 SynthPedes test split (k = 10), cycled. Reports the error count (any non-200 or failed connection), latency
 percentiles as seen by the client, and throughput.
 
@@ -24,6 +26,8 @@ import numpy as np
 from report import command, machine, markdown_table, write_results
 
 from cpcl.retrieval.launch import serve_in_subprocess
+
+MODES = {"unbatched": ("--max-batch", "1"), "batched": ()}  # server mode -> `cpcl serve` options
 
 
 def _captions(annotations: Path, limit: int = 500) -> list[str]:
@@ -84,18 +88,22 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     args = parser.parse_args()
 
     queries = _captions(Path(args.annotations))
-    with serve_in_subprocess(args.index) as server:
-        run_load(server.port, queries, 20, 4, args.k)  # warm-up
-        results = [run_load(server.port, queries, args.requests, c, args.k) for c in args.concurrency]
+    results = []
+    for mode in args.modes:
+        with serve_in_subprocess(args.index, *MODES[mode]) as server:
+            run_load(server.port, queries, 20, 4, args.k)  # warm-up
+            results += [{"mode": mode, **run_load(server.port, queries, args.requests, c, args.k)}
+                        for c in args.concurrency]
     index_info = json.loads((Path(args.index) / "index.json").read_text())
     info = {"index": args.index, "gallery": index_info["count"], "kind": index_info["kind"],
             "arch": index_info["model"]["arch"], "machine": machine()}
     table = markdown_table(
-        ["requests", "concurrency", "errors", "p50", "p90", "p99", "max", "throughput"],
-        [[r["requests"], r["concurrency"], r["errors"], f"{r['p50_ms']:.1f} ms", f"{r['p90_ms']:.1f} ms",
+        ["server", "requests", "concurrency", "errors", "p50", "p90", "p99", "max", "throughput"],
+        [[r["mode"], r["requests"], r["concurrency"], r["errors"], f"{r['p50_ms']:.1f} ms", f"{r['p90_ms']:.1f} ms",
           f"{r['p99_ms']:.1f} ms", f"{r['max_ms']:.1f} ms", f"{r['requests_per_s']:.1f} req/s"] for r in results])
     write_results("load_test", {**info, "runs": results},
                   f"# Load test of `cpcl serve`\n\n`{command()}`: {info['gallery']} images ({info['kind']}, "
@@ -103,7 +111,7 @@ def main() -> None:
                   + table)
     for r in results:
         if r["errors"]:
-            print(f"concurrency {r['concurrency']}, first errors:", *r["first_errors"], sep="\n  ")
+            print(f"{r['mode']}, concurrency {r['concurrency']}, first errors:", *r["first_errors"], sep="\n  ")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ record at fault: the message names it); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -299,15 +300,15 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_service(args: argparse.Namespace):
+def _open_service(args: argparse.Namespace, **batching):
     from cpcl.retrieval.service import SearchService
 
-    return SearchService.open(args.index, args.checkpoint, _pick_device(args.device))
+    return SearchService.open(args.index, args.checkpoint, _pick_device(args.device), **batching)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     service = _open_service(args)
-    results = [service.search(q, args.k, nprobe=args.nprobe) for q in args.query]
+    results = service.search_many(args.query, args.k, nprobe=args.nprobe)
     if args.json:
         print(json.dumps({"index": str(args.index), "root": str(service.index.root),
                           "results": [r.as_dict() for r in results]}, indent=2))
@@ -334,7 +335,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cpcl.retrieval.http import build_app
     from cpcl.retrieval.service import EXAMPLE_QUERIES
 
-    service = _open_service(args)
+    if args.max_batch < 1 or args.batch_window_ms < 0:
+        raise UsageError(f"--max-batch must be at least 1 and --batch-window-ms at least 0, got {args.max_batch} "
+                         f"and {args.batch_window_ms}")
+    batching = {} if args.max_batch == 1 else {"batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch}
+    service = _open_service(args, **batching)
+    service.warm_up()
+    gc.freeze()  # the model, index and libraries are long-lived: a full collection no longer walks them (~0.2 s)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can search the gallery and read its "
                     "images (there is no authentication)", args.host)
@@ -610,6 +617,11 @@ def _add_search_commands(sub) -> None:
     p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
     _add_device(p)
     p.add_argument("--example", action="append", help="an example query shown on the page (repeatable)")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="concurrent queries encoded and searched as one batch at most (1: no batching)")
+    p.add_argument("--batch-window-ms", type=float, default=2.0,
+                   help="while queries arrive concurrently, wait this long for more to join a batch (a lone client "
+                        "never waits)")
     p.set_defaults(func=cmd_serve)
 
 
