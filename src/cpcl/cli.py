@@ -303,7 +303,8 @@ def cmd_index_info(args: argparse.Namespace) -> int:
 def _open_service(args: argparse.Namespace, **batching):
     from cpcl.retrieval.service import SearchService
 
-    return SearchService.open(args.index, args.checkpoint, _pick_device(args.device), **batching)
+    return SearchService.open(args.index, args.checkpoint, _pick_device(args.device), text_encoder=args.text_encoder,
+                              **batching)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -376,7 +377,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
                          "pip install 'cpcl[onnx]'") from None
     from cpcl.model.export import export_onnx
 
-    report = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
+    report = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite, int8=args.int8)
     out = Path(args.out)
     for name, file in report["files"].items():
         print(f"{name}: {out / file} ({(out / file).stat().st_size / 2**20:.1f} MB)")
@@ -385,6 +386,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     verdict = "OK" if worst < ONNX_TOLERANCE else "FAILED"
     print(f"parity with PyTorch (onnxruntime, max |difference| of unit embeddings): image "
           f"{parity['image_encoder']:.2e}, text {parity['text_encoder']:.2e} (tolerance {ONNX_TOLERANCE:g}): {verdict}")
+    if args.int8:
+        print(f"int8 text encoder: smallest cosine to PyTorch's features {parity['text_encoder_int8_min_cosine']:.4f} "
+              "(an approximation: measure its recall on your queries, see benchmarks/query_encoder.py)")
+    query_encoder = out / report["files"].get("text_encoder_int8", "text_encoder.onnx")
+    print(f"search with it: cpcl search INDEX 'a query' --text-encoder {query_encoder}")
     print(f"preprocessing and inputs: {out / 'export.json'}")
     return 0 if verdict == "OK" else 1
 
@@ -572,6 +578,13 @@ def _add_encode_args(p: argparse.ArgumentParser) -> None:
     _add_device(p)
 
 
+def _add_text_encoder(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-encoder", metavar="ONNX",
+                   help="encode queries with this ONNX text tower (text_encoder.onnx or text_encoder.int8.onnx from "
+                        "`cpcl export onnx` of the same checkpoint) on onnxruntime instead of PyTorch "
+                        "(default: PyTorch)")
+
+
 def _add_search_commands(sub) -> None:
     from cpcl.retrieval.kinds import INDEX_KINDS
 
@@ -607,6 +620,7 @@ def _add_search_commands(sub) -> None:
     p.add_argument("--grid", help="write a PNG of the top-k crops with ranks and scores")
     p.add_argument("--nprobe", type=int, help="lists searched per query (ivf indexes; default: the index's)")
     p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
+    _add_text_encoder(p)
     _add_device(p)
     p.set_defaults(func=cmd_search)
 
@@ -615,6 +629,7 @@ def _add_search_commands(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
+    _add_text_encoder(p)
     _add_device(p)
     p.add_argument("--example", action="append", help="an example query shown on the page (repeatable)")
     p.add_argument("--max-batch", type=int, default=32,
@@ -638,6 +653,8 @@ def _add_export_commands(sub) -> None:
     c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
     c.add_argument("--out", required=True, help="directory for image_encoder.onnx, text_encoder.onnx, export.json")
     c.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    c.add_argument("--int8", action="store_true",
+                   help="also write text_encoder.int8.onnx: the text tower with 8-bit weights, a fast query encoder")
     _add_overwrite(c, "an export")
     c.set_defaults(func=cmd_export_onnx)
 

@@ -1,17 +1,25 @@
 import json
 
 from cpcl.cli import main
-from cpcl.model.checkpoint import build_model, save_checkpoint
+from cpcl.model.checkpoint import build_model, model_fingerprint, save_checkpoint
 from tests.conftest import tiny_config
 
 
 def test_onnx_export_matches_pytorch(tiny_synth, tmp_path, capsys):
     config = tiny_config(tiny_synth)
-    save_checkpoint(tmp_path / "best.pt", build_model(config.model, pretrained=False), config, epoch=0)
-    assert main(["export", "onnx", "--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "onnx")]) == 0
+    model = build_model(config.model, pretrained=False)
+    save_checkpoint(tmp_path / "best.pt", model, config, epoch=0)
+    args = ["export", "onnx", "--checkpoint", str(tmp_path / "best.pt"), "--out", str(tmp_path / "onnx"), "--int8"]
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert "OK" in out
+    assert "OK" in out and "--text-encoder" in out
     report = json.loads((tmp_path / "onnx" / "export.json").read_text())
     parity = report["max_abs_diff_vs_pytorch"]
-    assert parity["image_encoder"] < 1e-4 and parity["text_encoder"] < 1e-4 and parity["text_truncation"] < 1e-5
-    assert (tmp_path / "onnx" / "image_encoder.onnx").stat().st_size > 0
+    # the text graph is checked on ids cut after the last end token (dynamic length) and at full length
+    assert parity["image_encoder"] < 1e-4 and parity["text_encoder"] < 1e-4
+    assert report["text_input"]["dynamic_length"] is True
+    assert 0.9 < parity["text_encoder_int8_min_cosine"] <= 1.0 + 1e-6
+    assert report["fingerprint"] == model_fingerprint(model, config.to_dict())
+    for file in ("image_encoder.onnx", "text_encoder.onnx", "text_encoder.int8.onnx"):
+        assert (tmp_path / "onnx" / file).stat().st_size > 0
+    assert main(args) == 2  # an export is not overwritten without --overwrite

@@ -5,7 +5,9 @@ Writes are atomic: a run killed mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -84,3 +86,19 @@ def export_clip_weights(checkpoint: str | Path, out: str | Path, half: bool = Tr
     torch.save(state, buf)
     atomic_write_bytes(out, buf.getvalue())
     return Path(out)
+
+
+def model_fingerprint(model: torch.nn.Module, config_dict: dict) -> str:
+    """A short hash of the weights and of everything that shapes an embedding (arch, input size, context).
+
+    Two checkpoints with the same fingerprint produce the same embeddings; an index stores the fingerprint
+    of the model that built it and refuses any other.
+    """
+    h = hashlib.sha256()
+    model_cfg = config_dict.get("model", {})
+    shape = {k: model_cfg.get(k) for k in ("arch", "image_size", "context_length")}
+    h.update(json.dumps(shape, sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -41,10 +41,15 @@ class RetrievalModel(nn.Module):
         """``tokens`` (B, L) CLIP token ids -> (B, D) unit vectors."""
         if not self.truncate_text:
             return F.normalize(self.clip.encode_text(tokens), dim=-1)
+        length = int(tokens.argmax(dim=-1).max()) + 1  # the end token has the largest id in CLIP's vocabulary
+        return self.encode_text_prefix(tokens[:, :length])
+
+    def encode_text_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` (B, L) CLIP token ids cut after the batch's last end token, L ≤ the context length ->
+        (B, D) unit vectors. Traceable with a dynamic L (the ONNX text encoder is this function)."""
         clip = self.clip
-        eot = tokens.argmax(dim=-1)  # the end token has the largest id in CLIP's vocabulary
-        length = int(eot.max()) + 1
-        tokens = tokens[:, :length]
+        length = tokens.shape[1]
+        eot = tokens.argmax(dim=-1)
         cast = clip.transformer.get_cast_dtype()
         x = clip.token_embedding(tokens).to(cast) + clip.positional_embedding[:length].to(cast)
         x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])

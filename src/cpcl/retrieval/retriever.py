@@ -12,8 +12,6 @@ gallery exactly as ``cpcl eval`` does.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,8 +22,9 @@ from torch.utils.data import Dataset
 
 from cpcl.data.datasets import read_image, tokenize_all
 from cpcl.data.transforms import build_eval_transform
-from cpcl.model.checkpoint import load_checkpoint
+from cpcl.model.checkpoint import load_checkpoint, model_fingerprint
 from cpcl.model.encode import encode_images, encode_texts
+from cpcl.retrieval.onnx_text import OnnxTextEncoder, TextEncoderError
 
 ImageInput = str | Path | Image.Image
 
@@ -51,27 +50,11 @@ class _ImageInputs(Dataset):
         return self.transform(image), index
 
 
-def model_fingerprint(model: torch.nn.Module, config_dict: dict) -> str:
-    """A short hash of the weights and of everything that shapes an embedding (arch, input size, context).
-
-    Two checkpoints with the same fingerprint produce the same embeddings; an index stores the fingerprint
-    of the model that built it and refuses any other.
-    """
-    h = hashlib.sha256()
-    model_cfg = config_dict.get("model", {})
-    shape = {k: model_cfg.get(k) for k in ("arch", "image_size", "context_length")}
-    h.update(json.dumps(shape, sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 class Retriever:
     """Text and image encoders of one checkpoint, on one device; outputs are L2-normalised numpy arrays."""
 
     def __init__(self, model, tokenizer, preprocess, config, device: torch.device, checkpoint: Path | None = None,
-                 batch_size: int = 128, num_workers: int = 0):
+                 batch_size: int = 128, num_workers: int = 0, text_encoder: OnnxTextEncoder | None = None):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.preprocess = preprocess
@@ -82,6 +65,11 @@ class Retriever:
         self.num_workers = num_workers
         self.transform = build_eval_transform(preprocess)
         self._fingerprint: str | None = None
+        self.text_encoder = text_encoder
+        if text_encoder is not None and text_encoder.fingerprint != self.fingerprint:
+            raise TextEncoderError(f"text encoder {text_encoder.path} was exported from model "
+                                   f"{text_encoder.fingerprint}, but {checkpoint or 'this checkpoint'} is model "
+                                   f"{self.fingerprint}; export this checkpoint with `cpcl export onnx`")
 
     @property
     def embed_dim(self) -> int:
@@ -100,6 +88,10 @@ class Retriever:
         tokens = tokenize_all(self.tokenizer, list(texts))
         if len(tokens) == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
+        if self.text_encoder is not None:
+            size = batch_size or self.batch_size
+            return np.concatenate([self.text_encoder(tokens[i:i + size].numpy())
+                                   for i in range(0, len(tokens), size)])
         return encode_texts(self.model, tokens, self.device, batch_size or self.batch_size).numpy()
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int | None = None,
@@ -116,9 +108,11 @@ class Retriever:
 
 
 def load_retriever(checkpoint: str | Path, device: str | torch.device = "cpu", batch_size: int = 128,
-                   num_workers: int = 0) -> Retriever:
-    """Load a cpcl checkpoint (``best.pt``/``last.pt``) as a :class:`Retriever`."""
+                   num_workers: int = 0, text_encoder: str | Path | None = None) -> Retriever:
+    """Load a cpcl checkpoint (``best.pt``/``last.pt``) as a :class:`Retriever`; ``text_encoder``: an ONNX text
+    tower that ``cpcl export onnx`` wrote from the same checkpoint, to encode queries with onnxruntime."""
     device = torch.device(device)
     model, tokenizer, preprocess, config, _ = load_checkpoint(checkpoint, device)
+    onnx_text = OnnxTextEncoder(text_encoder) if text_encoder is not None else None
     return Retriever(model, tokenizer, preprocess, config, device, checkpoint=Path(checkpoint).resolve(),
-                     batch_size=batch_size, num_workers=num_workers)
+                     batch_size=batch_size, num_workers=num_workers, text_encoder=onnx_text)

@@ -77,11 +77,13 @@ class SearchService:
 
     @classmethod
     def open(cls, index_dir: str | Path, checkpoint: str | Path | None = None,
-             device: str | torch.device = "cpu", **batching) -> SearchService:
+             device: str | torch.device = "cpu", text_encoder: str | Path | None = None, **batching) -> SearchService:
         """Open an index with the checkpoint that built it (or ``checkpoint``, if it is the same model);
+        ``text_encoder``: an ONNX export of that model's text tower to encode queries with;
         ``batching``: ``batch_window_ms`` and ``max_batch`` of :class:`SearchService`."""
         index = GalleryIndex.load(index_dir)
-        return cls(load_retriever(index.query_checkpoint(checkpoint), device=device), index, **batching)
+        retriever = load_retriever(index.query_checkpoint(checkpoint), device=device, text_encoder=text_encoder)
+        return cls(retriever, index, **batching)
 
     def search(self, query: str, k: int = 10, nprobe: int | None = None) -> SearchResult:
         """One query -> its top ``k``; with batching on, it may be answered together with concurrent ones."""
