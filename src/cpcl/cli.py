@@ -365,6 +365,19 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_clusters(args: argparse.Namespace) -> int:
+    from cpcl.engine.cluster_view import render_clusters
+
+    summary = render_clusters(args.run, args.epoch, args.out, modality=args.modality, order=args.order,
+                              clusters=args.clusters, per_cluster=args.per_cluster, overwrite=args.overwrite)
+    purity = "" if summary["mean_purity"] is None else f", mean purity {100 * summary['mean_purity']:.0f}%"
+    print(f"epoch {summary['epoch']}: {summary['clusters']} {summary['modality']} clusters, {summary['outliers']} "
+          f"outliers, {summary['recovered']} recovered by OPLM{purity}; the {summary['shown']} "
+          f"{'largest' if summary['order'] == 'largest' else 'least pure'} drawn")
+    print(f"wrote {summary['out']}/index.html and {len(summary['sheets'])} PNG sheets")
+    return 0
+
+
 ONNX_TOLERANCE = 1e-4
 
 
@@ -570,6 +583,18 @@ def _add_training_commands(sub) -> None:
     _add_device(p)
     _add_overwrite(p, "ranking figures")
     p.set_defaults(func=cmd_visualize)
+
+    p = _command(sub, "clusters", "browse the pseudo identities an epoch of a run trained on (PNG sheets and a page)")
+    p.add_argument("run", help="a run directory (the --out of cpcl train)")
+    p.add_argument("--epoch", type=int, help="epoch whose labels to draw (default: the last one saved)")
+    p.add_argument("--modality", default="image", choices=["image", "text"], help="whose clusters to draw")
+    p.add_argument("--order", default="largest", choices=["largest", "impure"],
+                   help="largest first, or least pure first (needs held-out identities on the records)")
+    p.add_argument("--clusters", type=int, default=40, help="how many clusters to draw")
+    p.add_argument("--per-cluster", type=int, default=10, help="images drawn per cluster at most")
+    p.add_argument("--out", help="output directory (default RUN/clusters/epoch_NNN_MODALITY)")
+    _add_overwrite(p, "a cluster view")
+    p.set_defaults(func=cmd_clusters)
 
 
 def _add_encode_args(p: argparse.ArgumentParser) -> None:

@@ -147,6 +147,9 @@ class TrainConfig:
     # the supervised upper bound: true identities replace the clusters. Also needs
     # `cpcl train --supervised-upper-bound`, so that no weakly supervised run can turn it on by accident.
     supervised: bool = False
+    # also write each epoch's row (losses, val metrics, pseudo-label statistics, phase times) as TensorBoard
+    # scalars under RUN_DIR/tensorboard (needs the tensorboard package: pip install 'cpcl[tensorboard]')
+    tensorboard: bool = False
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ are keyed by dataset index (image index / caption index); the objective rebuilds
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,11 +23,14 @@ from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.engine.distributed import SINGLE, DistInfo, broadcast_object, gather_in_order
 from cpcl.engine.steps import autocast
 from cpcl.evaluation.diagnostics import pseudo_label_quality, recovery_purity
+from cpcl.io import atomic_write_bytes
 from cpcl.model.encode import encode_images, encode_texts
 from cpcl.model.retrieval_model import RetrievalModel
 from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
+
+LABELS_DIR = "pseudo_labels"  # RUN_DIR/pseudo_labels/epoch_NNN.npz: the labels each epoch trained on
 
 
 @dataclass
@@ -34,6 +39,18 @@ class EpochLabels:
     text: torch.Tensor  # (N_cap,) pseudo label of every training caption
     stats: dict[str, Any] = field(default_factory=dict)
     usable: bool = True  # False: degenerate clustering, the epoch trains the instance loss alone
+    # indices of the image / caption outliers OPLM gave a label (empty without OPLM)
+    image_recovered: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    text_recovered: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def save(self, path: Path) -> None:
+        """The labels as ``.npz`` (a few bytes per sample): ``image``, ``text``, ``image_recovered``,
+        ``text_recovered`` (int32) and ``usable``; written atomically."""
+        buf = io.BytesIO()
+        np.savez_compressed(buf, image=self.image.numpy().astype(np.int32), text=self.text.numpy().astype(np.int32),
+                            image_recovered=self.image_recovered.astype(np.int32),
+                            text_recovered=self.text_recovered.astype(np.int32), usable=np.bool_(self.usable))
+        atomic_write_bytes(path, buf.getvalue())
 
 
 def _fuse(image_features: torch.Tensor, text_features: torch.Tensor, owner: torch.Tensor):
@@ -112,7 +129,7 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, clus
              device: torch.device | None = None) -> EpochLabels:
     stats: dict[str, Any] = {}
     t1 = time.perf_counter()
-    skipped = {}
+    skipped, recovered = {}, {}
     if supervised_ids is not None:
         y_img = relabel(supervised_ids)
         y_txt = y_img[owner.numpy()]
@@ -143,6 +160,7 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, clus
         if report_ids is not None:
             stats.update(recovery_purity(mined, report_ids, owner.numpy()))
         y_img, y_txt = mined.image_labels, mined.text_labels
+        recovered = {"image_recovered": mined.image_recovered, "text_recovered": mined.text_recovered}
     if report_ids is not None:
         stats.update({f"image_{k}": v for k, v in pseudo_label_quality(y_img, report_ids).items()})
         stats.update({f"text_{k}": v for k, v in pseudo_label_quality(y_txt, report_ids[owner.numpy()]).items()})
@@ -151,5 +169,6 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, clus
         if reason and supervised_ids is None:
             log.warning("%s clustering is degenerate (%s): this epoch trains the instance loss only", name, reason)
             stats["degenerate"] = f"{name}: {reason}"
-            return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False)
-    return EpochLabels(torch.as_tensor(y_img, dtype=torch.long), torch.as_tensor(y_txt, dtype=torch.long), stats)
+            return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False, **recovered)
+    return EpochLabels(torch.as_tensor(y_img, dtype=torch.long), torch.as_tensor(y_txt, dtype=torch.long), stats,
+                       **recovered)

@@ -38,11 +38,12 @@ from cpcl.engine.distributed import (
 )
 from cpcl.engine.objective import Objective
 from cpcl.engine.optim import build_optimizer, build_scheduler
-from cpcl.engine.pseudo import make_pseudo_labels
+from cpcl.engine.pseudo import LABELS_DIR, make_pseudo_labels
 from cpcl.engine.report import epoch_summary, plot_curves, results_table
 from cpcl.engine.seeding import epoch_generator, seed_everything
 from cpcl.engine.state import RunState, read_resume_state
 from cpcl.engine.steps import forward_backward
+from cpcl.engine.tensorboard import TensorBoardLog, require_tensorboard
 from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.evaluation.metrics import chance_metrics
 from cpcl.io import atomic_write_text, claim_outputs
@@ -99,7 +100,8 @@ class EpochRow:
         return row
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt", "curves.png", "results.json", "results.md")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt", "curves.png", "results.json", "results.md",
+             "pseudo_labels", "tensorboard")
 
 
 def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu", progress: bool = True,
@@ -120,6 +122,8 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     if config.train.supervised and not allow_identity_labels:
         raise ValueError("train.supervised=true trains on identity labels (the upper bound); "
                          "pass --supervised-upper-bound to confirm")
+    if config.train.tensorboard:
+        require_tensorboard()
     dist, device = init_distributed(torch.device(device))
     progress = progress and dist.is_main
     out = Path(out_dir)
@@ -146,8 +150,10 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         _reference_metrics(state, data, device, config.train.eval_batch_size)
     if dist.is_main:  # metrics.jsonl as of the state: rows of epochs redone now are dropped
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.metrics_rows()))
+    board = TensorBoardLog(out / "tensorboard") if config.train.tensorboard and dist.is_main else None
     for epoch in range(state.epoch + 1, config.train.epochs + 1):
-        row = run_epoch(config, state, train_model, data, epoch, steps_per_epoch, device, dist, progress)
+        row = run_epoch(config, state, train_model, data, epoch, steps_per_epoch, device, dist, progress,
+                        labels_dir=out / LABELS_DIR if dist.is_main else None)
         if dist.is_main and row.val is not None and _is_best(state, row.val):
             save_checkpoint(out / "best.pt", model, config, epoch=epoch, val=row.val)
         if epoch < config.train.epochs:  # at the last epoch nothing is left to train without the pseudo labels
@@ -156,8 +162,12 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
             state.save(out / "last.pt", config, val=row.val)
             with (out / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps(row.as_dict()) + "\n")
+            if board is not None:
+                board.write(row.as_dict())
         barrier(dist)
         log.info("%s", epoch_summary(row.as_dict()))
+    if board is not None:
+        board.close()
     best_val = next((r["val"] for r in state.history if r["epoch"] == state.best_epoch), None)
     result = RunResult(out_dir=out, best_epoch=state.best_epoch, best_val=best_val)
     if dist.is_main:  # rank 0 alone evaluates and reports
@@ -236,9 +246,10 @@ def _reference_metrics(state: RunState, data: TrainData, device: torch.device, b
 
 
 def run_epoch(config: Config, state: RunState, train_model, data: TrainData, epoch: int, steps_per_epoch: int,
-              device: torch.device, dist: DistInfo, progress: bool) -> EpochRow:
-    """Pseudo labels (when used), one epoch of training, and val (on evaluation epochs); advances ``state``."""
-    pseudo = label_epoch(config, state, data, epoch, device, dist, progress)
+              device: torch.device, dist: DistInfo, progress: bool, labels_dir: Path | None = None) -> EpochRow:
+    """Pseudo labels (when used; saved under ``labels_dir``), one epoch of training, and val (on evaluation
+    epochs); advances ``state``."""
+    pseudo = label_epoch(config, state, data, epoch, device, dist, progress, labels_dir)
     loader = _loader(data.train_set, state.objective, config, epoch, steps_per_epoch, device, dist)
     row = train_one_epoch(train_model, loader, state, config.train, epoch, device, dist, progress)
     if pseudo is not None:
@@ -256,9 +267,10 @@ def run_epoch(config: Config, state: RunState, train_model, data: TrainData, epo
 
 
 def label_epoch(config: Config, state: RunState, data: TrainData, epoch: int, device: torch.device,
-                dist: DistInfo, progress: bool) -> dict[str, Any] | None:
+                dist: DistInfo, progress: bool, labels_dir: Path | None = None) -> dict[str, Any] | None:
     """Give the objective this epoch's pseudo labels (none before ``cluster.start_epoch``, without
-    clustering, or once the run has backed off) -> their statistics for the report, or None."""
+    clustering, or once the run has backed off), and save them as ``labels_dir/epoch_NNN.npz`` -> their
+    statistics for the report, or None."""
     if not config.uses_pseudo_labels or epoch < config.cluster.start_epoch or state.backed_off is not None:
         state.objective.on_labels(None)
         return None
@@ -269,6 +281,8 @@ def label_epoch(config: Config, state: RunState, data: TrainData, epoch: int, de
         num_workers=config.data.num_workers)
     with phase(log, "memories", labels.stats.setdefault("phase_seconds", {})):
         state.objective.on_labels(labels, image_features, text_features)
+    if labels_dir is not None:
+        labels.save(labels_dir / f"epoch_{epoch:03d}.npz")
     if labels.usable and dist.is_main:  # label-free signs of quality, which rank 0 reports
         labels.stats.update(label_free_quality(labels.image.numpy(), labels.text.numpy(),
                                                data.train_set.caption_to_image.numpy(), state.previous_labels))

@@ -1,5 +1,6 @@
 """Ranking figures: a query's caption above its top-k gallery crops, with ranks, scores and optional
-green (correct) / red (wrong) frames -- the figure every paper of this field shows."""
+green (correct) / red (wrong) frames -- the figure every paper of this field shows. The same row, with
+other labels and frames, draws a pseudo-identity cluster (``cpcl clusters``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cpcl.io import atomic_save
 GREEN = (22, 163, 74)
 RED = (220, 38, 38)
 GREY = (190, 190, 190)
+AMBER = (217, 119, 6)
 THUMB_HEIGHT = 160
 FRAME = 5
 GAP = 8
@@ -36,10 +38,24 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+@dataclass(frozen=True)
+class Cell:
+    path: Path
+    label: str  # drawn under the crop
+    colour: tuple[int, int, int] = GREY  # of the frame
+
+
 def ranking_row(title: str, ranked: Sequence[RankedImage], thumb_height: int = THUMB_HEIGHT) -> Image.Image:
     """One query: its text on top, then the ranked crops left to right with ``#rank score`` under each."""
+    return image_row(title, [Cell(item.path, f"#{rank} {item.score:.3f}",
+                                  GREY if item.correct is None else (GREEN if item.correct else RED))
+                             for rank, item in enumerate(ranked, 1)], thumb_height)
+
+
+def image_row(title: str, cells: Sequence[Cell], thumb_height: int = THUMB_HEIGHT) -> Image.Image:
+    """A title on top (wrapped, up to four lines), then the crops left to right, framed, a label under each."""
     thumbs = []
-    for item in ranked:
+    for item in cells:
         image = read_image(Path(item.path))
         width = max(1, round(image.width * thumb_height / image.height))
         thumbs.append(image.resize((width, thumb_height), Image.Resampling.BICUBIC))
@@ -56,12 +72,11 @@ def ranking_row(title: str, ranked: Sequence[RankedImage], thumb_height: int = T
     for i, line in enumerate(lines):
         draw.text((MARGIN, MARGIN + 20 * i), line, fill="black", font=font)
     top = MARGIN + text_h
-    for rank, (item, thumb) in enumerate(zip(ranked, thumbs, strict=True), 1):
-        left = MARGIN + (rank - 1) * (cell_w + GAP)
-        colour = GREY if item.correct is None else (GREEN if item.correct else RED)
-        draw.rectangle([left, top, left + cell_w - 1, top + thumb_height + 2 * FRAME - 1], fill=colour)
+    for position, (item, thumb) in enumerate(zip(cells, thumbs, strict=True)):
+        left = MARGIN + position * (cell_w + GAP)
+        draw.rectangle([left, top, left + cell_w - 1, top + thumb_height + 2 * FRAME - 1], fill=item.colour)
         canvas.paste(thumb, (left + (cell_w - thumb.width) // 2, top + FRAME))
-        draw.text((left, top + thumb_height + 2 * FRAME + 3), f"#{rank} {item.score:.3f}", fill="black", font=small)
+        draw.text((left, top + thumb_height + 2 * FRAME + 3), item.label, fill="black", font=small)
     return canvas
 
 
