@@ -268,19 +268,28 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     retriever = load_retriever(args.checkpoint, device, batch_size=args.batch_size, num_workers=args.workers)
     t0 = time.perf_counter()
     index = build_index(retriever, args.images, args.out, root=args.root, kind=args.kind, nlist=args.nlist,
-                        nprobe=args.nprobe, progress=True, overwrite=args.overwrite)
+                        nprobe=args.nprobe, progress=True, overwrite=args.overwrite, uri=_milvus_uri(args))
     wall = time.perf_counter() - t0
     print(f"indexed {len(index)} images under {index.root} in {wall:.1f}s ({len(index) / wall:.0f} images/s) "
           f"-> {args.out} ({index.kind}, model {index.fingerprint})")
     return 0
 
 
-def cmd_index_add(args: argparse.Namespace) -> int:
-    from cpcl.retrieval.index import GalleryIndex
-    from cpcl.retrieval.retriever import load_retriever
-    from cpcl.retrieval.service import add_images
+def _milvus_uri(args: argparse.Namespace) -> str | None:
+    """``--uri`` for ``--backend milvus`` (where it is required), None for the file backend (where it is refused)."""
+    if args.backend == "milvus" and not args.uri:
+        raise UsageError("--backend milvus needs --uri: a Milvus Lite file (gallery.db) or a server "
+                         "(http://HOST:19530)")
+    if args.backend == "files" and args.uri:
+        raise UsageError(f"--uri {args.uri} is for --backend milvus; an index of the files backend is a directory")
+    return args.uri if args.backend == "milvus" else None
 
-    index = GalleryIndex.load(args.index)
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from cpcl.retrieval.retriever import load_retriever
+    from cpcl.retrieval.service import add_images, open_gallery
+
+    index = open_gallery(args.index, _milvus_uri(args))
     device = _pick_device(args.device)
     retriever = load_retriever(index.query_checkpoint(args.checkpoint), device, batch_size=args.batch_size,
                                num_workers=args.workers)
@@ -290,11 +299,11 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_info(args: argparse.Namespace) -> int:
-    from cpcl.retrieval.index import GalleryIndex
+    from cpcl.retrieval.index import open_gallery
 
-    index = GalleryIndex.load(args.index)
+    index = open_gallery(args.index, _milvus_uri(args))
     m = index.manifest
-    print(f"{args.index}: {len(index)} images under {index.root}")
+    print(f"{index.location}: {len(index)} images under {index.root}")
     print(f"kind {index.kind}" + (f" (nlist {m['nlist']}, nprobe {m['nprobe']})" if index.kind != "exact" else ""))
     print(f"model {index.fingerprint}: {m['model']['arch']}, {m['dim']}-d, built from {index.checkpoint}")
     return 0
@@ -304,7 +313,7 @@ def _open_service(args: argparse.Namespace, **batching):
     from cpcl.retrieval.service import SearchService
 
     return SearchService.open(args.index, args.checkpoint, _pick_device(args.device), text_encoder=args.text_encoder,
-                              **batching)
+                              uri=_milvus_uri(args), **batching)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -610,6 +619,14 @@ def _add_text_encoder(p: argparse.ArgumentParser) -> None:
                         "(default: PyTorch)")
 
 
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="files", choices=["files", "milvus"],
+                   help="where the index lives: files in a directory, or a Milvus collection (then INDEX / --out is "
+                        "the collection name)")
+    p.add_argument("--uri", help="with --backend milvus: a Milvus Lite file (gallery.db, embedded, no server) or a "
+                                 "server address (http://HOST:19530)")
+
+
 def _add_search_commands(sub) -> None:
     from cpcl.retrieval.kinds import INDEX_KINDS
 
@@ -618,27 +635,31 @@ def _add_search_commands(sub) -> None:
     c = _command(isub, "build", "encode a folder or list of pedestrian crops into a new index")
     c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
     c.add_argument("--images", required=True, help="a folder (searched recursively) or a file listing image paths")
-    c.add_argument("--out", required=True, help="index directory to create")
+    c.add_argument("--out", required=True, help="index directory to create (or Milvus collection)")
     c.add_argument("--root", help="root the stored paths are relative to (default: the folder / common parent)")
     c.add_argument("--kind", default="exact", choices=INDEX_KINDS.names(),
                    help="; ".join(f"{name}: {kind.help}" for name, kind in INDEX_KINDS.items()))
     c.add_argument("--nlist", type=int, help="inverted lists for ivf kinds (default about sqrt(N))")
     c.add_argument("--nprobe", type=int, default=16, help="lists searched per query for ivf kinds")
+    _add_backend(c)
     _add_encode_args(c)
     _add_overwrite(c, "an index")
     c.set_defaults(func=cmd_index_build)
     c = _command(isub, "add", "append the images of a folder or list that the index does not hold yet")
-    c.add_argument("index", help="index directory")
+    c.add_argument("index", help="index directory (or Milvus collection)")
     c.add_argument("--images", required=True, help="a folder (searched recursively) or a file listing image paths")
     c.add_argument("--checkpoint", help="default: the checkpoint that built the index")
+    _add_backend(c)
     _add_encode_args(c)
     c.set_defaults(func=cmd_index_add)
     c = _command(isub, "info", "what an index holds and which model built it")
-    c.add_argument("index", help="index directory")
+    c.add_argument("index", help="index directory (or Milvus collection)")
+    _add_backend(c)
     c.set_defaults(func=cmd_index_info)
 
     p = _command(sub, "search", "search an index by text")
-    p.add_argument("index", help="index directory")
+    p.add_argument("index", help="index directory (or Milvus collection)")
+    _add_backend(p)
     p.add_argument("query", nargs="+", help="one or more descriptions (quote each)")
     p.add_argument("-k", type=int, default=10, help="results per query")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -650,7 +671,8 @@ def _add_search_commands(sub) -> None:
     p.set_defaults(func=cmd_search)
 
     p = _command(sub, "serve", "serve an index: JSON search API and a search web page")
-    p.add_argument("index", help="index directory")
+    p.add_argument("index", help="index directory (or Milvus collection)")
+    _add_backend(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--checkpoint", help="default: the checkpoint that built the index")

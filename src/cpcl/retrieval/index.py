@@ -146,23 +146,17 @@ def _faiss_add(index, embeddings: np.ndarray, chunk: int = 1 << 16) -> None:
         index.add(np.ascontiguousarray(embeddings[start:start + chunk], dtype=np.float32))
 
 
-class GalleryIndex:
-    """Embeddings of a gallery with their relative paths; searched by inner product."""
+class GalleryBase:
+    """What every gallery index is, whatever stores it: a manifest (root, kind, the model of the embeddings)
+    and relative image paths with a row number each. Subclasses store and search the rows."""
 
-    def __init__(self, directory: Path, manifest: dict, embeddings: np.ndarray, paths: list[str],
-                 faiss_index=None):
-        self.directory = Path(directory)
-        self.manifest = manifest
-        self.embeddings = embeddings
-        self.paths = paths
-        self._faiss = faiss_index
-        self._item_of_path = {p: i for i, p in enumerate(paths)}
-        self.nprobe = int(manifest.get("nprobe", 16))
+    manifest: dict
+    nprobe: int
+    incremental = False  # True: ``add`` may be called chunk by chunk as images are encoded
 
-    # ----------------------------------------------------------------------------------- properties
-
-    def __len__(self) -> int:
-        return len(self.paths)
+    @property
+    def location(self) -> str:
+        raise NotImplementedError
 
     @property
     def root(self) -> Path:
@@ -185,16 +179,69 @@ class GalleryIndex:
         (whether it is the same model is checked against the fingerprint once it is loaded)."""
         path = Path(checkpoint) if checkpoint else self.checkpoint
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} (which built {self.directory}) not found; "
+            raise FileNotFoundError(f"checkpoint {path} (which built {self.location}) not found; "
                                     "pass --checkpoint with a copy of it")
         return path
 
+    def check_model(self, fingerprint: str, checkpoint: str | Path | None = None) -> None:
+        if fingerprint != self.fingerprint:
+            which = f"checkpoint {checkpoint}" if checkpoint else "this model"
+            raise ModelMismatchError(
+                f"index {self.location} was built with model {self.fingerprint} ({self.checkpoint}), but "
+                f"{which} is model {fingerprint}: its embeddings are not comparable. Search with the model "
+                f"that built the index, or rebuild it with `cpcl index build --checkpoint ...`")
+
+    def relative(self, path: str | Path) -> str:
+        """An image path as the index stores it (relative to the root, posix), refused if outside the root."""
+        path = Path(path).resolve()
+        if not path.is_relative_to(self.root):
+            raise GalleryIndexError(f"{path} is outside the index root {self.root}; build a new index for it")
+        return path.relative_to(self.root).as_posix()
+
     def item_of(self, relative_path: str) -> int | None:
         """The row of an indexed path, or None: the only way a path maps to a file served from the index."""
-        return self._item_of_path.get(relative_path)
+        raise NotImplementedError
+
+    def path_of(self, item: int) -> str:
+        raise NotImplementedError
 
     def absolute_path(self, item: int) -> Path:
-        return self.root / self.paths[item]
+        return self.root / self.path_of(item)
+
+    def missing(self, relative_paths: Sequence[str]) -> list[str]:
+        """The paths of ``relative_paths`` the index does not hold."""
+        return [p for p in relative_paths if self.item_of(p) is None]
+
+    def search_hits(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> list[list[SearchHit]]:
+        """``queries`` (Q, D) unit rows -> the top-``k`` hits of each, best first."""
+        raise NotImplementedError
+
+
+class GalleryIndex(GalleryBase):
+    """Embeddings of a gallery with their relative paths, in files; searched by inner product."""
+
+    def __init__(self, directory: Path, manifest: dict, embeddings: np.ndarray, paths: list[str],
+                 faiss_index=None):
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self.embeddings = embeddings
+        self.paths = paths
+        self._faiss = faiss_index
+        self._item_of_path = {p: i for i, p in enumerate(paths)}
+        self.nprobe = int(manifest.get("nprobe", 16))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def location(self) -> str:
+        return str(self.directory)
+
+    def item_of(self, relative_path: str) -> int | None:
+        return self._item_of_path.get(relative_path)
+
+    def path_of(self, item: int) -> str:
+        return self.paths[item]
 
     # --------------------------------------------------------------------------------- create / load
 
@@ -264,10 +311,7 @@ class GalleryIndex:
         embeddings = _check_embeddings(embeddings, len(image_paths), dim=self.manifest["dim"])
         keep, paths, seen = [], [], set()
         for row, path in enumerate(image_paths):
-            path = Path(path).resolve()
-            if not path.is_relative_to(self.root):
-                raise GalleryIndexError(f"{path} is outside the index root {self.root}; build a new index for it")
-            rel = path.relative_to(self.root).as_posix()
+            rel = self.relative(path)
             if rel not in self._item_of_path and rel not in seen:
                 keep.append(row)
                 paths.append(rel)
@@ -307,14 +351,6 @@ class GalleryIndex:
 
     # ------------------------------------------------------------------------------------------ use
 
-    def check_model(self, fingerprint: str, checkpoint: str | Path | None = None) -> None:
-        if fingerprint != self.fingerprint:
-            which = f"checkpoint {checkpoint}" if checkpoint else "this model"
-            raise ModelMismatchError(
-                f"index {self.directory} was built with model {self.fingerprint} ({self.checkpoint}), but "
-                f"{which} is model {fingerprint}: its embeddings are not comparable. Search with the model "
-                f"that built the index, or rebuild it with `cpcl index build --checkpoint ...`")
-
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``queries`` (Q, D) unit rows -> ``(scores, items)`` each (Q, min(k, N)), best first."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -329,10 +365,23 @@ class GalleryIndex:
             return scores, items.astype(np.int64)
         return exact_top_k(self.embeddings, queries, k)
 
+    def search_hits(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> list[list[SearchHit]]:
+        scores, items = self.search(queries, k, nprobe)
+        return [self.hits(s, i) for s, i in zip(scores, items, strict=True)]
+
     def hits(self, scores: np.ndarray, items: np.ndarray) -> list[SearchHit]:
         """One query's row of :meth:`search` as hits (faiss pads short lists with -1: dropped)."""
         return [SearchHit(rank, int(i), self.paths[i], float(s))
                 for rank, (s, i) in enumerate(zip(scores, items, strict=True), 1) if i >= 0]
+
+
+def open_gallery(index: str | Path, uri: str | None = None) -> GalleryBase:
+    """An index directory, or — with ``uri`` — the Milvus collection named ``index`` at ``uri``."""
+    if uri is None:
+        return GalleryIndex.load(index)
+    from cpcl.retrieval.milvus import MilvusGallery
+
+    return MilvusGallery.load(uri, str(index))
 
 
 def exact_top_k(gallery: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

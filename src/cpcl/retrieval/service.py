@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cpcl.errors import CpclError
-from cpcl.retrieval.index import GalleryIndex, SearchHit, check_new_index_dir, list_images
+from cpcl.retrieval.index import (
+    GalleryBase,
+    GalleryIndex,
+    SearchHit,
+    check_new_index_dir,
+    list_images,
+    open_gallery,
+)
 from cpcl.retrieval.retriever import Retriever, load_retriever
 
 if TYPE_CHECKING:
@@ -63,7 +70,7 @@ class SearchService:
     the same answers, several times the throughput under load.
     """
 
-    def __init__(self, retriever: Retriever, index: GalleryIndex, batch_window_ms: float | None = None,
+    def __init__(self, retriever: Retriever, index: GalleryBase, batch_window_ms: float | None = None,
                  max_batch: int = 32):
         index.check_model(retriever.fingerprint, retriever.checkpoint)
         self.retriever = retriever
@@ -76,12 +83,13 @@ class SearchService:
             self._batcher = QueryBatcher(self._run_batch, window_ms=batch_window_ms, max_batch=max_batch)
 
     @classmethod
-    def open(cls, index_dir: str | Path, checkpoint: str | Path | None = None,
-             device: str | torch.device = "cpu", text_encoder: str | Path | None = None, **batching) -> SearchService:
-        """Open an index with the checkpoint that built it (or ``checkpoint``, if it is the same model);
-        ``text_encoder``: an ONNX export of that model's text tower to encode queries with;
-        ``batching``: ``batch_window_ms`` and ``max_batch`` of :class:`SearchService`."""
-        index = GalleryIndex.load(index_dir)
+    def open(cls, index: str | Path, checkpoint: str | Path | None = None,
+             device: str | torch.device = "cpu", text_encoder: str | Path | None = None, uri: str | None = None,
+             **batching) -> SearchService:
+        """Open an index (a directory; with ``uri``, a Milvus collection) with the checkpoint that built it (or
+        ``checkpoint``, if it is the same model); ``text_encoder``: an ONNX export of that model's text tower to
+        encode queries with; ``batching``: ``batch_window_ms`` and ``max_batch`` of :class:`SearchService`."""
+        index = open_gallery(index, uri)
         retriever = load_retriever(index.query_checkpoint(checkpoint), device=device, text_encoder=text_encoder)
         return cls(retriever, index, **batching)
 
@@ -120,11 +128,10 @@ class SearchService:
             t0 = time.perf_counter()
             embeddings = self.retriever.encode_text(list(queries))
             t1 = time.perf_counter()
-            scores, items = self.index.search(embeddings, k, nprobe=nprobe)
+            hits = self.index.search_hits(embeddings, k, nprobe=nprobe)
             t2 = time.perf_counter()
         encode_ms, search_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
-        return [SearchResult(q, self.index.hits(scores[i], items[i]), encode_ms, search_ms)
-                for i, q in enumerate(queries)]
+        return [SearchResult(q, h, encode_ms, search_ms) for q, h in zip(queries, hits, strict=True)]
 
 
 def model_info(retriever: Retriever) -> dict:
@@ -135,23 +142,42 @@ def model_info(retriever: Retriever) -> dict:
 
 def build_index(retriever: Retriever, images: str | Path | Sequence[Path], out: str | Path,
                 root: str | Path | None = None, kind: str = "exact", nlist: int | None = None, nprobe: int = 16,
-                progress: bool = False, overwrite: bool = False) -> GalleryIndex:
+                progress: bool = False, overwrite: bool = False, uri: str | None = None) -> GalleryBase:
     """Encode the images :func:`~cpcl.retrieval.index.list_images` finds and write an index to ``out`` (which
-    must not hold one, unless ``overwrite``)."""
+    must not hold one, unless ``overwrite``); with ``uri``, ``out`` is a Milvus collection there, filled
+    chunk by chunk as the images are encoded."""
     root, paths = list_images(images, root)
+    if uri is not None:
+        from cpcl.retrieval.milvus import MilvusGallery
+
+        gallery = MilvusGallery.create(uri, str(out), root, model_info(retriever), retriever.embed_dim, kind=kind,
+                                       nlist=nlist, nprobe=nprobe, expected=len(paths), overwrite=overwrite)
+        add_images(retriever, gallery, paths, progress=progress)
+        return gallery
     check_new_index_dir(out, overwrite)  # fail before encoding, not after
     embeddings = retriever.encode_images(paths, progress=progress)
     return GalleryIndex.create(out, root, embeddings, paths, model_info(retriever), kind=kind, nlist=nlist,
                                nprobe=nprobe)
 
 
-def add_images(retriever: Retriever, index: GalleryIndex, images: str | Path | Sequence[Path],
-               progress: bool = False) -> tuple[int, int]:
-    """Encode and append the images of a folder or list that the index does not hold yet -> (added, skipped)."""
+ADD_CHUNK = 2048  # images encoded and written at a time to an incremental (Milvus) index
+
+
+def add_images(retriever: Retriever, index: GalleryBase, images: str | Path | Sequence[Path],
+               progress: bool = False, chunk: int = ADD_CHUNK) -> tuple[int, int]:
+    """Encode and append the images of a folder or list that the index does not hold yet -> (added, skipped).
+
+    An incremental index (Milvus) is written ``chunk`` images at a time: an add killed mid-way keeps the
+    chunks it finished, and running it again encodes only the rest."""
     index.check_model(retriever.fingerprint, retriever.checkpoint)
     _, paths = list_images(images, index.root)
-    new = [p for p in paths if index.item_of(p.relative_to(index.root).as_posix()) is None]
+    by_relative = {index.relative(p): p for p in paths}
+    new = [by_relative[r] for r in index.missing(list(by_relative))]
     if not new:
         return 0, len(paths)
-    added = index.add(retriever.encode_images(new, progress=progress), new)
+    step = chunk if index.incremental else len(new)
+    added = 0
+    for start in range(0, len(new), step):
+        part = new[start:start + step]
+        added += index.add(retriever.encode_images(part, progress=progress), part)
     return added, len(paths) - added

@@ -1,0 +1,106 @@
+"""The Milvus backend, against Milvus Lite (the real engine, embedded; no mock)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from cpcl.cli import main
+from cpcl.retrieval.http import build_app
+from cpcl.retrieval.index import ModelMismatchError
+from cpcl.retrieval.milvus import MilvusGallery
+from cpcl.retrieval.retriever import load_retriever
+from cpcl.retrieval.service import SearchService, add_images, build_index
+from tests.retrieval.test_batching import QUERIES
+
+pytest.importorskip("milvus_lite")
+
+
+@pytest.fixture(scope="module")
+def retriever(tiny_checkpoint):
+    return load_retriever(tiny_checkpoint)
+
+
+def _search_json(capsys, *args):
+    assert main(["search", *args, "-k", "10", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)["results"]
+
+
+def test_cli_build_info_search_serve_as_the_exact_file_index(gallery, tiny_checkpoint, tmp_path, capsys):
+    db = str(tmp_path / "gallery.db")
+    root = str(gallery[0].parents[1])
+    files = ["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", root, "--workers", "0"]
+    assert main([*files, "--out", str(tmp_path / "idx")]) == 0
+    assert main([*files, "--out", "people", "--backend", "milvus", "--uri", db]) == 0
+    assert main(["index", "info", "people", "--backend", "milvus", "--uri", db]) == 0
+    info = capsys.readouterr().out
+    count = len(list(gallery[0].parents[1].rglob("*.png")))
+    assert f"Milvus collection people at {db}: {count} images" in info
+    exact = _search_json(capsys, str(tmp_path / "idx"), *QUERIES[:3])
+    milvus = _search_json(capsys, "people", "--backend", "milvus", "--uri", db, *QUERIES[:3])
+    for a, b in zip(exact, milvus, strict=True):  # recall@10 = 1 and the same order and scores
+        assert [h["path"] for h in a["hits"]] == [h["path"] for h in b["hits"]]
+        np.testing.assert_allclose([h["score"] for h in a["hits"]], [h["score"] for h in b["hits"]], atol=1e-5)
+    assert main([*files, "--out", "people", "--backend", "milvus", "--uri", db]) == 2  # not over a collection
+    assert "--overwrite" in capsys.readouterr().err
+
+    service = SearchService.open("people", uri=db, batch_window_ms=2)
+    http = TestClient(build_app(service))
+    body = http.get("/api/search", params={"q": QUERIES[0], "k": 3}).json()
+    assert [h["path"] for h in body["hits"]] == [h["path"] for h in exact[0]["hits"][:3]]
+    image = http.get(body["hits"][0]["url"])
+    assert image.status_code == 200 and image.content == (gallery[0].parents[1] / body["hits"][0]["path"]).read_bytes()
+    assert http.get("/images/not/indexed.png").status_code == 404
+    service.close()
+
+
+def test_add_is_idempotent_and_an_interrupted_add_completes_without_duplicates(gallery, retriever, tmp_path,
+                                                                              monkeypatch):
+    db = str(tmp_path / "g.db")
+    root = gallery[0].parents[1]
+    index = build_index(retriever, gallery[:3], "g", root=root, uri=db)
+    assert len(index) == 3
+    real = retriever.encode_images
+    calls = []
+
+    def dies_on_the_third_chunk(images, **kwargs):
+        calls.append(len(images))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as a kill would, mid-way
+        return real(images, **kwargs)
+
+    monkeypatch.setattr(retriever, "encode_images", dies_on_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        add_images(retriever, index, gallery, chunk=4)
+    monkeypatch.setattr(retriever, "encode_images", real)
+    reopened = MilvusGallery.load(db, "g")
+    assert len(reopened) == 3 + 8  # the two finished chunks were kept
+    added, skipped = add_images(retriever, reopened, gallery, chunk=4)
+    assert (added, skipped) == (len(gallery) - 11, 11)
+    assert add_images(retriever, reopened, gallery) == (0, len(gallery))
+    rows = reopened.client.query("g", filter="", output_fields=["path", "item"], limit=1000)
+    assert len(rows) == len(gallery) == len({r["path"] for r in rows}) == len({r["item"] for r in rows})
+    expected = retriever.encode_images(gallery[:1])
+    hit = reopened.search_hits(expected, 1)[0][0]
+    assert hit.path == gallery[0].relative_to(root).as_posix() and hit.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_another_model_and_unreachable_or_wrong_uris_are_one_sentence(gallery, retriever, other_checkpoint, tmp_path,
+                                                                      capsys):
+    db = str(tmp_path / "g.db")
+    build_index(retriever, gallery[:4], "g", uri=db)
+    with pytest.raises(ModelMismatchError, match="Milvus collection g at .* was built with model"):
+        SearchService.open("g", checkpoint=other_checkpoint, uri=db)
+    for args, needle in (
+        (["g", "--backend", "milvus", "--uri", "http://127.0.0.1:1"], "cannot reach Milvus at http://127.0.0.1:1"),
+        (["nope", "--backend", "milvus", "--uri", db], "has no collection nope (it has: g)"),
+        (["g", "--backend", "milvus", "--uri", str(tmp_path / "g.txt")], "a file ending in .db"),
+        (["g", "--backend", "milvus"], "--backend milvus needs --uri"),
+        (["g", "--uri", db], "is for --backend milvus"),
+    ):
+        assert main(["search", *args, "a man in red"]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
