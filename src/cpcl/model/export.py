@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,11 @@ def _quantize_int8(source: Path, path: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_name(f".{path.name}.tmp")
-    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    logging.disable(logging.WARNING)  # the quantizer advises, on the root logger, a pre-processing for CNNs
+    try:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    finally:
+        logging.disable(logging.NOTSET)
     tmp.replace(path)
 
 

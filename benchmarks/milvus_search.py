@@ -1,0 +1,94 @@
+"""The Milvus backend next to the FAISS files: build, search latency and recall at 100k (and 1M) images.
+
+The gallery is the one of ``search_latency.py`` (clustered 512-d unit vectors, seed 0; queries near random
+centres). For each size and kind, the same vectors go into a Milvus Lite collection through
+``MilvusGallery.add`` (as `cpcl index build --backend milvus` writes them, in chunks) and into the file
+index (``GalleryIndex.create``); then 200 queries are answered one at a time (top-10, the embedding given:
+the query encoder is measured by ``query_encoder.py``). Recall@10 is against exact search.
+
+    python benchmarks/milvus_search.py --sizes 100000
+
+writes benchmarks/results/milvus_search.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from report import command, machine, markdown_table, write_results
+from search_latency import _gallery, _percentiles
+
+from cpcl.retrieval.index import GalleryIndex, exact_top_k
+from cpcl.retrieval.milvus import MilvusGallery
+
+MODEL = {"fingerprint": "bench", "checkpoint": "-", "arch": "ViT-B-16", "embed_dim": 512}
+
+
+def _timed_search(index, queries: np.ndarray, nprobe: int | None) -> tuple[dict, np.ndarray]:
+    latencies, found = [], []
+    for i, q in enumerate(np.concatenate([queries[:5], queries])):
+        t0 = time.perf_counter()
+        hits = index.search_hits(q[None], 10, nprobe=nprobe)[0]
+        if i >= 5:  # warm-up excluded
+            latencies.append(time.perf_counter() - t0)
+            found.append([h.item for h in hits])
+    return _percentiles(latencies), np.array(found)
+
+
+def measure(n: int, kinds: list[str], nprobes: list[int], queries: int, chunk: int) -> list[dict]:
+    gallery, query_vectors = _gallery(n, 512)
+    query_vectors = query_vectors[:queries]
+    exact = exact_top_k(np.asfortranarray(gallery), query_vectors, 10)[1]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "g"
+        paths = [root / f"{i:07d}.png" for i in range(n)]  # names only: nothing is read
+        for kind in kinds:
+            for backend in ("files", "milvus"):
+                t0 = time.perf_counter()
+                if backend == "files":
+                    index = GalleryIndex.create(Path(tmp) / kind, root, gallery, paths, MODEL, kind=kind)
+                else:
+                    index = MilvusGallery.create(str(Path(tmp) / f"{kind}.db"), "bench", root, MODEL, 512,
+                                                 kind=kind, expected=n)
+                    for start in range(0, n, chunk):
+                        index.add(gallery[start:start + chunk], paths[start:start + chunk])
+                    index = MilvusGallery.load(index.uri, "bench")  # as a search process opens it
+                build_s = time.perf_counter() - t0
+                for nprobe in ([None] if kind == "exact" else nprobes):
+                    latency, found = _timed_search(index, query_vectors, nprobe)
+                    recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact, strict=True)]))
+                    rows.append({"size": n, "backend": backend, "kind": kind, "nprobe": nprobe, "build_s": build_s,
+                                 "search": latency, "recall_at_10_vs_exact": recall})
+                    print(json.dumps(rows[-1]), flush=True)
+                del index
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--kinds", nargs="+", default=["exact", "ivf-sq8"])
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--chunk", type=int, default=2048, help="rows per add (the CLI's chunk)")
+    args = parser.parse_args()
+    rows = [r for n in args.sizes for r in measure(n, args.kinds, args.nprobe, args.queries, args.chunk)]
+    table = markdown_table(
+        ["gallery", "backend", "kind", "build (s)", "search p50 / p99", "recall@10 vs exact"],
+        [[f"{r['size']:,}", "Milvus Lite" if r["backend"] == "milvus" else "FAISS files",
+          r["kind"] + (f" (nprobe {r['nprobe']})" if r["nprobe"] else ""), f"{r['build_s']:.1f}",
+          f"{r['search']['p50_ms']:.2f} / {r['search']['p99_ms']:.2f} ms", f"{r['recall_at_10_vs_exact']:.3f}"]
+         for r in rows])
+    write_results("milvus_search", {"command": command(), "machine": machine(), "rows": rows},
+                  f"# Milvus Lite and the FAISS files\n\n`{command()}` on {machine()}; {args.queries} queries one at "
+                  f"a time, top-10, 512-d clustered unit vectors.\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
