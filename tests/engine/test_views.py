@@ -88,3 +88,14 @@ def test_cluster_view_errors_are_one_sentence(run, tiny_synth, tmp_path, capsys)
         assert main(args) == 2
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
+
+
+def test_a_cluster_is_drawn_majority_person_first():
+    from cpcl.engine.cluster_view import Cluster
+
+    c = Cluster(3, members=[0, 1, 2, 3, 4, 5], images=[0, 1, 2, 3, 4, 5], recovered=[False] * 6,
+                persons=[7, 9, 9, 8, 9, 8])
+    assert c.purity == pytest.approx(0.5)
+    assert [c.persons[i] for i in c.drawing_order()] == [9, 9, 9, 8, 8, 7]
+    unlabelled = Cluster(3, [0, 1], [0, 1], [False, False], [None, None])
+    assert unlabelled.purity is None and unlabelled.drawing_order() == [0, 1]

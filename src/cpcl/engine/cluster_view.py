@@ -49,6 +49,14 @@ class Cluster:
             return None
         return Counter(self.persons).most_common(1)[0][1] / len(self.persons)
 
+    def drawing_order(self) -> list[int]:
+        """Member positions as drawn: with identities, the majority person first, then the others by how many
+        members they have; without, dataset order."""
+        if self.purity is None:
+            return list(range(len(self.members)))
+        counts = Counter(self.persons)
+        return sorted(range(len(self.members)), key=lambda i: (-counts[self.persons[i]], self.persons[i], i))
+
 
 def saved_epochs(run_dir: Path) -> list[int]:
     return sorted(int(p.stem.split("_")[1]) for p in (run_dir / LABELS_DIR).glob("epoch_*.npz"))
@@ -156,7 +164,8 @@ def _title(c: Cluster, modality: str) -> str:
 def _cells(c: Cluster, records, limit: int) -> list[Cell]:
     majority = Counter(c.persons).most_common(1)[0][0] if c.purity is not None else None
     cells, seen = [], set()
-    for image, person, recovered in zip(c.images, c.persons, c.recovered, strict=True):
+    for i in c.drawing_order():
+        image, person, recovered = c.images[i], c.persons[i], c.recovered[i]
         if image in seen:  # a text cluster holds several captions of one image: draw it once
             continue
         seen.add(image)
@@ -180,7 +189,8 @@ def _write_page(target: Path, run_dir: Path, epoch: int, modality: str, order: s
         members_of = {}
         for member, image, recovered in zip(c.members, c.images, c.recovered, strict=True):
             members_of.setdefault(image, []).append((member, recovered))
-        for image, person in zip(c.images, c.persons, strict=True):
+        for i in c.drawing_order():
+            image, person = c.images[i], c.persons[i]
             if image in done or len(done) == limit:
                 continue
             done.add(image)
