@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.parse
 import urllib.request
@@ -117,3 +118,20 @@ def test_served_concurrent_queries_each_get_their_own_results(gallery, tiny_chec
     for query, body in zip(QUERIES, bodies, strict=True):
         assert body["query"] == query
         assert [h["path"] for h in body["hits"]] == [h.path for h in direct.search(query, 5).hits], query
+
+
+@pytest.mark.parametrize("query, k, needle", [
+    ("", 5, "the query is empty"), ("   ", 5, "the query is empty"), (123, 5, "must be text (a str), got int"),
+    (["a man"], 5, "got list"), ("x" * 501, 5, "at most 500 are accepted"), ("a man", 0, "between 1 and 100"),
+    ("a man", 101, "between 1 and 100"), ("a man", 2.5, "whole number"), ("a man", True, "whole number"),
+])
+def test_bad_queries_are_one_sentence_and_leave_the_batching_service_working(gallery, tiny_checkpoint, tmp_path,
+                                                                              query, k, needle):
+    from cpcl.retrieval.service import QueryError
+
+    retriever = load_retriever(tiny_checkpoint)
+    service = SearchService(retriever, build_index(retriever, gallery[:5], tmp_path / "idx"), batch_window_ms=2)
+    with pytest.raises(QueryError, match=re.escape(needle)):
+        service.search(query, k)
+    assert len(service.search("a man in red", 3).hits) == 3
+    service.close()

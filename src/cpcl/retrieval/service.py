@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from cpcl.errors import CpclError
 from cpcl.retrieval.index import (
     GalleryBase,
@@ -52,10 +54,14 @@ class SearchResult:
 
 
 def validate_query(query: str, k: int) -> str:
-    if not isinstance(query, str) or not query.strip():
+    if not isinstance(query, str):
+        raise QueryError(f"the query must be text (a str), got {type(query).__name__}")
+    if not query.strip():
         raise QueryError("the query is empty: describe the person, e.g. 'a man in a grey hoodie'")
     if len(query) > MAX_QUERY_CHARS:
         raise QueryError(f"the query has {len(query)} characters; at most {MAX_QUERY_CHARS} are accepted")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise QueryError(f"k must be a whole number between 1 and {MAX_K}, got {k!r}")
     if not 1 <= int(k) <= MAX_K:
         raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
     return query.strip()
