@@ -112,6 +112,8 @@ def render_clusters(run_dir: str | Path, epoch: int | None = None, out: str | Pa
         raise ClusterViewError(f"--modality {modality}: choose image or text")
     if order not in ORDERS:
         raise ClusterViewError(f"--order {order}: choose one of {', '.join(ORDERS)}")
+    if min(clusters, per_cluster, per_sheet) < 1:
+        raise ClusterViewError(f"--clusters and --per-cluster must be at least 1, got {clusters} and {per_cluster}")
     epoch, labels = load_epoch_labels(run_dir, epoch)
     config = load_config(run_dir / "config.yaml")
     records = load_dataset(config.data).split("train")
