@@ -29,12 +29,14 @@ def _search_json(capsys, *args):
     return json.loads(capsys.readouterr().out)["results"]
 
 
-def test_cli_build_info_search_serve_as_the_exact_file_index(gallery, tiny_checkpoint, tmp_path, capsys):
+def test_cli_build_info_search_serve_as_the_exact_file_index(gallery, tiny_checkpoint, tmp_path, capsys, caplog):
     db = str(tmp_path / "gallery.db")
     root = str(gallery[0].parents[1])
     files = ["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", root, "--workers", "0"]
     assert main([*files, "--out", str(tmp_path / "idx")]) == 0
     assert main([*files, "--out", "people", "--backend", "milvus", "--uri", db]) == 0
+    # Milvus Lite's embedded server logs a traceback for each method pymilvus probes and it lacks: filtered
+    assert not [r for r in caplog.records if r.name.startswith("grpc") and r.exc_info], caplog.text[-500:]
     assert main(["index", "info", "people", "--backend", "milvus", "--uri", db]) == 0
     info = capsys.readouterr().out
     count = len(list(gallery[0].parents[1].rglob("*.png")))

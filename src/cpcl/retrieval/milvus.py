@@ -14,6 +14,7 @@ an ``add`` killed mid-way keeps what it wrote, and running it again adds the res
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,18 @@ MAX_PATH = 4096
 MILVUS_KINDS = {"exact": ("FLAT", lambda n, nlist: {}),
                 "ivf": ("IVF_FLAT", lambda n, nlist: {"nlist": nlist or default_nlist(n)}),
                 "ivf-sq8": ("IVF_SQ8", lambda n, nlist: {"nlist": nlist or default_nlist(n)})}
+
+
+class _LiteUnimplemented(logging.Filter):
+    """Drops the traceback Milvus Lite's embedded gRPC server logs each time pymilvus probes a method it lacks
+    (``AllocTimestamp``): the client falls back by itself, and the call succeeds."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, NotImplementedError) and "not implemented" in str(exc).lower())
+
+
+_LITE_FILTER = _LiteUnimplemented()
 
 
 def connect(uri: str):
@@ -44,6 +57,7 @@ def connect(uri: str):
                                     "a Milvus server an http://HOST:19530 address")
         if not path.parent.is_dir():
             raise GalleryIndexError(f"--uri {uri}: the folder {path.parent} does not exist")
+        logging.getLogger("grpc._server").addFilter(_LITE_FILTER)  # a set: adding it again is a no-op
     try:
         return MilvusClient(uri=uri, timeout=10)
     except Exception as exc:  # pymilvus raises MilvusException and transport errors alike
