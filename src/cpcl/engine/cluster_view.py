@@ -57,6 +57,18 @@ class Cluster:
         counts = Counter(self.persons)
         return sorted(range(len(self.members)), key=lambda i: (-counts[self.persons[i]], self.persons[i], i))
 
+    def drawn(self, limit: int) -> list[int]:
+        """The members drawn, in :meth:`drawing_order`: the first of each image (a text cluster holds several
+        captions of one image, drawn once), at most ``limit``."""
+        positions, seen = [], set()
+        for i in self.drawing_order():
+            if self.images[i] not in seen:
+                seen.add(self.images[i])
+                positions.append(i)
+                if len(positions) == limit:
+                    break
+        return positions
+
 
 def saved_epochs(run_dir: Path) -> list[int]:
     return sorted(int(p.stem.split("_")[1]) for p in (run_dir / LABELS_DIR).glob("epoch_*.npz"))
@@ -165,16 +177,11 @@ def _title(c: Cluster, modality: str) -> str:
 
 def _cells(c: Cluster, records, limit: int) -> list[Cell]:
     majority = Counter(c.persons).most_common(1)[0][0] if c.purity is not None else None
-    cells, seen = [], set()
-    for i in c.drawing_order():
+    cells = []
+    for i in c.drawn(limit):
         image, person, recovered = c.images[i], c.persons[i], c.recovered[i]
-        if image in seen:  # a text cluster holds several captions of one image: draw it once
-            continue
-        seen.add(image)
         colour = AMBER if recovered else GREY if majority is None else GREEN if person == majority else RED
         cells.append(Cell(records[image].image_path, f"id {person}" if person is not None else f"#{image}", colour))
-        if len(cells) == limit:
-            break
     return cells
 
 
@@ -187,22 +194,19 @@ def _write_page(target: Path, run_dir: Path, epoch: int, modality: str, order: s
         by_image.setdefault(image, []).append(caption)
     sections = []
     for c in shown:
-        figures, done = [], set()
+        figures = []
         members_of = {}
         for member, image, recovered in zip(c.members, c.images, c.recovered, strict=True):
             members_of.setdefault(image, []).append((member, recovered))
-        for i in c.drawing_order():
+        for i in c.drawn(limit):
             image, person = c.images[i], c.persons[i]
-            if image in done or len(done) == limit:
-                continue
-            done.add(image)
             name = f"{image}.png"
             if not (thumbs / name).is_file():
                 thumb = read_image(records[image].image_path)
                 thumb.thumbnail((96, 192))
                 atomic_save(thumbs / name, lambda f, t=thumb: t.save(f, format="PNG"))
-            texts = members_of[image] if modality == "text" else [(i, False) for i in by_image.get(image, [])]
-            lines = "".join(f"<li{OPLM_CLASS if rec else ''}>{html.escape(captions[i])}</li>" for i, rec in texts)
+            texts = members_of[image] if modality == "text" else [(t, False) for t in by_image.get(image, [])]
+            lines = "".join(f"<li{OPLM_CLASS if rec else ''}>{html.escape(captions[t])}</li>" for t, rec in texts)
             flags = " oplm" if modality == "image" and any(r for _, r in members_of[image]) else ""
             who = f"id {person}" if person is not None else f"image {image}"
             figures.append(f'<figure class="member{flags}"><img src="thumbs/{name}" alt="{html.escape(who)}">'

@@ -55,19 +55,18 @@ class QueryBatcher:
 
     def submit(self, query: str, k: int, nprobe: int | None = None, timeout: float | None = None):
         """Queue one query and wait for its result (an exception of its batch is raised here)."""
-        if self._closed:
-            raise RuntimeError("the query batcher is closed")
-        request = _Request(query, k, nprobe)
-        self._queue.put(request)
-        return request.future.result(timeout)
+        return self._enqueue(query, k, nprobe).result(timeout)
 
     async def submit_async(self, query: str, k: int, nprobe: int | None = None):
         """:meth:`submit` for an event loop: the loop is free while the query waits for its batch."""
+        return await asyncio.wrap_future(self._enqueue(query, k, nprobe))
+
+    def _enqueue(self, query: str, k: int, nprobe: int | None) -> Future:
         if self._closed:
             raise RuntimeError("the query batcher is closed")
         request = _Request(query, k, nprobe)
         self._queue.put(request)
-        return await asyncio.wrap_future(request.future)
+        return request.future
 
     def close(self) -> None:
         """Answer what is queued, then stop the worker."""
