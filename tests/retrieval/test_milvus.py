@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -59,25 +63,39 @@ def test_cli_build_info_search_serve_as_the_exact_file_index(gallery, tiny_check
     service.close()
 
 
-def test_add_is_idempotent_and_an_interrupted_add_completes_without_duplicates(gallery, retriever, tmp_path,
-                                                                              monkeypatch):
-    db = str(tmp_path / "g.db")
+# the child: build a 3-image collection, then add the rest 4 at a time and stall in the third chunk's encoding
+_ADD_THEN_STALL = """
+import sys, time
+from pathlib import Path
+from cpcl.retrieval.retriever import load_retriever
+from cpcl.retrieval.service import add_images, build_index
+checkpoint, db, marker, root, *images = sys.argv[1:]
+retriever = load_retriever(checkpoint)
+index = build_index(retriever, [Path(p) for p in images[:3]], "g", root=root, uri=db)
+real, calls = retriever.encode_images, []
+def stalls_in_the_third_chunk(part, **kwargs):
+    calls.append(len(part))
+    if len(calls) == 3:
+        Path(marker).write_text("encoding the third chunk")
+        time.sleep(600)
+    return real(part, **kwargs)
+retriever.encode_images = stalls_in_the_third_chunk
+add_images(retriever, index, [Path(p) for p in images], chunk=4)
+"""
+
+
+def test_add_is_idempotent_and_an_add_killed_mid_way_completes_without_duplicates(gallery, retriever,
+                                                                                   tiny_checkpoint, tmp_path):
+    db, marker = str(tmp_path / "g.db"), tmp_path / "stalled"
     root = gallery[0].parents[1]
-    index = build_index(retriever, gallery[:3], "g", root=root, uri=db)
-    assert len(index) == 3
-    real = retriever.encode_images
-    calls = []
-
-    def dies_on_the_third_chunk(images, **kwargs):
-        calls.append(len(images))
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # as a kill would, mid-way
-        return real(images, **kwargs)
-
-    monkeypatch.setattr(retriever, "encode_images", dies_on_the_third_chunk)
-    with pytest.raises(KeyboardInterrupt):
-        add_images(retriever, index, gallery, chunk=4)
-    monkeypatch.setattr(retriever, "encode_images", real)
+    child = subprocess.Popen([sys.executable, "-c", _ADD_THEN_STALL, str(tiny_checkpoint), db, str(marker),
+                              str(root), *map(str, gallery)])
+    deadline = time.monotonic() + 120
+    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.exists(), f"the child never reached its third chunk (exit status {child.poll()})"
+    child.send_signal(signal.SIGKILL)  # no handler, no flush, no close: what a killed `cpcl index add` leaves
+    assert child.wait(timeout=30) == -signal.SIGKILL
     reopened = MilvusGallery.load(db, "g")
     assert len(reopened) == 3 + 8  # the two finished chunks were kept
     added, skipped = add_images(retriever, reopened, gallery, chunk=4)
