@@ -179,7 +179,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from cpcl.evaluation.evaluate import load_eval_split
 
     device = _pick_device(args.device)
-    model, split, payload = load_eval_split(args.checkpoint, args.format, args.root, args.split, device)
+    model, split, payload = load_eval_split(args.checkpoint, args.format, args.root, args.split, device,
+                                            args.val_ids_from_train)
     metrics = split.evaluate(model, device, args.batch_size, progress=True)
     print(results_table({Path(args.checkpoint).name: metrics.as_dict()}, title=f"{args.split} split of {args.root}"))
     if args.json:
@@ -366,7 +367,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
     summary = write_ranking_figures(args.checkpoint, args.format, args.root, args.out, split=args.split,
                                     queries=args.queries, seed=args.seed, k=args.k, device=_pick_device(args.device),
-                                    batch_size=args.batch_size, progress=True, overwrite=args.overwrite)
+                                    batch_size=args.batch_size, progress=True, overwrite=args.overwrite,
+                                    val_ids_from_train=args.val_ids_from_train)
     print(f"{summary['queries']} queries of the {args.split} split ({summary['captions']} captions, "
           f"{summary['images']} images): rank 1 correct for {summary['rank1_correct']}; "
           "green = same person, red = another person")
@@ -530,6 +532,9 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=FORMATS.names(), help="annotation format")
     p.add_argument("--root", required=True, help="data root or dataset folder")
     p.add_argument("--split", default="test", choices=["val", "test"], help="which split to rank")
+    p.add_argument("--val-ids-from-train", type=int, default=0, metavar="N",
+                   help="the val split is N persons held out of the training split, as a run with "
+                        "data.val_ids_from_train=N held them out (datasets without a val split)")
 
 
 def _add_training_commands(sub) -> None:

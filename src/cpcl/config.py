@@ -46,6 +46,9 @@ class DataConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
     num_workers: int = 0
     cache_images: bool = True  # keep decoded training images in memory (small datasets)
+    # for a dataset without a val split (ICFG-PEDES): move this many persons of the training split, all their
+    # images, into val (a fixed seeded draw, the same for every run); they are not trained on. 0: off
+    val_ids_from_train: int = 0
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,8 @@ def inconsistencies(config: Config) -> list[str]:
                             ("train.eval_batch_size", t.eval_batch_size, 1), ("train.eval_every", t.eval_every, 1),
                             ("cluster.k1", c.k1, 1), ("cluster.k2", c.k2, 1), ("cluster.min_samples", c.min_samples, 1),
                             ("cluster.backoff_patience", c.backoff_patience, 0),
-                            ("data.num_workers", config.data.num_workers, 0)):
+                            ("data.num_workers", config.data.num_workers, 0),
+                            ("data.val_ids_from_train", config.data.val_ids_from_train, 0)):
         if value < low:
             out.append(f"{key} must be at least {low}, got {value}")
     for key, value in (("loss.temperature", loss.temperature), ("memory.temperature", config.memory.temperature),

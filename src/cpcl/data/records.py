@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
+from cpcl.config import ConfigError
 from cpcl.errors import CpclError
 
 SPLITS = ("train", "val", "test")
+HOLD_OUT_SEED = 0  # the draw of ``Annotations.hold_out_val``: fixed, so that every run holds out the same persons
 
 
 def normalise_split(value: str) -> str:
@@ -63,6 +67,35 @@ class Annotations:
             out[split] = {"images": len(recs), "captions": sum(len(r.captions) for r in recs),
                           "identities": len(ids)}
         return out
+
+    def hold_out_val(self, num_ids: int, key: str = "data.val_ids_from_train") -> Annotations:
+        """A copy whose val split is ``num_ids`` persons of the training split, drawn once with a fixed seed
+        (every run and ``cpcl eval`` see the same ones), every image of each: they leave training whole.
+
+        For datasets published without a val split (ICFG-PEDES), so that checkpoints and settings are still
+        chosen on persons the model was not trained on. The identity labels decide only which records move;
+        training never sees them."""
+        if num_ids == 0:
+            return self
+        where = f"{key}={num_ids}"
+        if num_ids < 0:
+            raise ConfigError(f"{where}: expected a number of persons, at least 0")
+        if self.split("val"):
+            raise ConfigError(f"{where}: {self.annotation_file} already has a val split "
+                              f"({len(self.split('val'))} images); set it to 0")
+        train = self.split("train")
+        missing = sum(r.person_id is None for r in train)
+        if missing:
+            raise ConfigError(f"{where} needs a person id on every training record; {missing} in "
+                              f"{self.annotation_file} have none")
+        persons = sorted({r.person_id for r in train})
+        if num_ids >= len(persons):
+            raise ConfigError(f"{where}: the training split of {self.annotation_file} has only {len(persons)} "
+                              "persons; keep some to train on")
+        held = set(np.random.default_rng(HOLD_OUT_SEED).choice(persons, size=num_ids, replace=False).tolist())
+        records = [replace(r, split="val") if r.split == "train" and r.person_id in held else r
+                   for r in self.records]
+        return replace(self, records=records)
 
     def duplicate_images(self) -> list[Path]:
         counts = Counter(r.image_path for r in self.records)

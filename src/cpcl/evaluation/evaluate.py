@@ -38,10 +38,17 @@ class EvalSplit:
         return retrieval_metrics(sim, self.query_ids, self.gallery_ids)
 
 
-def load_eval_split(checkpoint, data_format: str, root, split: str, device: torch.device):
-    """A checkpoint's model and a dataset split ready to rank -> ``(model, EvalSplit, checkpoint payload)``."""
-    model, tokenizer, preprocess, _, payload = load_checkpoint(checkpoint, device)
-    records = load_annotations(data_format, root).split(split)
+def load_eval_split(checkpoint, data_format: str, root, split: str, device: torch.device,
+                    val_ids_from_train: int = 0):
+    """A checkpoint's model and a dataset split ready to rank -> ``(model, EvalSplit, checkpoint payload)``.
+
+    ``val_ids_from_train``: the val split is that many persons held out of the training split, as a run
+    with ``data.val_ids_from_train`` holds them out."""
+    model, tokenizer, preprocess, config, payload = load_checkpoint(checkpoint, device)
+    records = load_annotations(data_format, root).hold_out_val(val_ids_from_train, "--val-ids-from-train").split(split)
     if not records:
-        raise ValueError(f"{root} has no {split} split")
+        held = config.data.val_ids_from_train
+        hint = (f" (the checkpoint's run held {held} persons of the training split out as val: pass "
+                f"--val-ids-from-train {held})" if split == "val" and held else "")
+        raise ValueError(f"{root} has no {split} split{hint}")
     return model, EvalSplit(records, tokenizer, preprocess), payload

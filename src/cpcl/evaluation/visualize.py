@@ -39,13 +39,13 @@ def ranking_rows(similarity: torch.Tensor, captions: Sequence[str], gallery_path
 def write_ranking_figures(checkpoint: str | Path, data_format: str, root: str | Path, out: str | Path,
                           split: str = "test", queries: int = 8, seed: int = 0, k: int = 10,
                           device: torch.device | str = "cpu", batch_size: int = 256,
-                          progress: bool = False, overwrite: bool = False) -> dict:
+                          progress: bool = False, overwrite: bool = False, val_ids_from_train: int = 0) -> dict:
     """Rank a split with a checkpoint and write ``query_<i>.png`` per chosen query and ``sheet.png`` into
     ``out`` (which must not hold such figures already, unless ``overwrite``)."""
     from cpcl.evaluation.evaluate import load_eval_split
 
     device = torch.device(device)
-    model, data, _ = load_eval_split(checkpoint, data_format, root, split, device)
+    model, data, _ = load_eval_split(checkpoint, data_format, root, split, device, val_ids_from_train)
     claim_outputs(out, ("query_*.png", "sheet.png"), overwrite=overwrite, holds="ranking figures",
                   instead="choose another --out")
     similarity = data.similarity(model, device, batch_size, progress=progress)
