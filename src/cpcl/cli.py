@@ -9,6 +9,7 @@ record at fault: the message names it); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -268,12 +269,35 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     device = _pick_device(args.device)
     retriever = load_retriever(args.checkpoint, device, batch_size=args.batch_size, num_workers=args.workers)
     t0 = time.perf_counter()
-    index = build_index(retriever, args.images, args.out, root=args.root, kind=args.kind, nlist=args.nlist,
-                        nprobe=args.nprobe, progress=True, overwrite=args.overwrite, uri=_milvus_uri(args))
+    unreadable = [] if args.skip_unreadable else None
+    with _hint_skip_unreadable():
+            index = build_index(retriever, args.images, args.out, root=args.root, kind=args.kind, nlist=args.nlist,
+                            nprobe=args.nprobe, progress=True, overwrite=args.overwrite, uri=_milvus_uri(args),
+                            unreadable=unreadable)
     wall = time.perf_counter() - t0
     print(f"indexed {len(index)} images under {index.root} in {wall:.1f}s ({len(index) / wall:.0f} images/s) "
           f"-> {args.out} ({index.kind}, model {index.fingerprint})")
+    _report_unreadable(unreadable)
     return 0
+
+
+@contextlib.contextmanager
+def _hint_skip_unreadable():
+    """An image file that cannot be read: its error, and the option that leaves such files out."""
+    from cpcl.retrieval.retriever import UnreadableImageError
+
+    try:
+        yield
+    except UnreadableImageError as exc:
+        raise UnreadableImageError(f"{exc} (--skip-unreadable leaves such files out and names them)") from None
+
+
+def _report_unreadable(unreadable: list[Path] | None, shown: int = 10) -> None:
+    """Name the image files ``--skip-unreadable`` left out (the first ``shown``, and how many more)."""
+    if unreadable:
+        more = f" ... and {len(unreadable) - shown} more" if len(unreadable) > shown else ""
+        print(f"left out {len(unreadable)} image(s) that could not be read: "
+              f"{', '.join(map(str, unreadable[:shown]))}{more}", file=sys.stderr)
 
 
 def _milvus_uri(args: argparse.Namespace) -> str | None:
@@ -294,8 +318,11 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     device = _pick_device(args.device)
     retriever = load_retriever(index.query_checkpoint(args.checkpoint), device, batch_size=args.batch_size,
                                num_workers=args.workers)
-    added, skipped = add_images(retriever, index, args.images, progress=True)
-    print(f"added {added} images ({skipped} already indexed); {args.index} now holds {len(index)}")
+    unreadable = [] if args.skip_unreadable else None
+    with _hint_skip_unreadable():
+        added, already = add_images(retriever, index, args.images, progress=True, unreadable=unreadable)
+    print(f"added {added} images ({already} already indexed); {args.index} now holds {len(index)}")
+    _report_unreadable(unreadable)
     return 0
 
 
@@ -614,6 +641,8 @@ def _add_training_commands(sub) -> None:
 def _add_encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128, help="encoding batch size")
     p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="leave out image files that cannot be read, and name them (default: stop at the first)")
     _add_device(p)
 
 

@@ -46,6 +46,39 @@ def test_index_build_add_info_search(gallery, tiny_checkpoint, other_checkpoint,
     assert "already holds an index" in capsys.readouterr().err
 
 
+def test_unreadable_crops_stop_the_build_or_are_left_out_and_named(gallery, tiny_checkpoint, tmp_path, capsys):
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for p in gallery[:5]:
+        shutil.copy(p, crops / p.name)
+    (crops / "cut.png").write_bytes(gallery[5].read_bytes()[:200])  # a truncated download
+    (crops / "notes.png").write_text("not an image")
+    index = tmp_path / "idx"
+    build = ["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--out", str(index),
+             "--device", "cpu"]  # the default --workers 2: the files are decoded in worker processes
+    assert main(build) == 2
+    err = capsys.readouterr().err.split("\r")[-1]  # after the progress bar
+    assert err.startswith("error: cannot read image") and "cut.png" in err and "--skip-unreadable" in err, err
+    assert err.count("\n") == 1 and not any(index.iterdir())  # one sentence, nothing written
+    assert main([*build, "--skip-unreadable"]) == 0
+    captured = capsys.readouterr()
+    assert "indexed 5 images" in captured.out
+    assert captured.err.split("\r")[-1].strip() == (f"left out 2 image(s) that could not be read: {crops / 'cut.png'}, "
+                                         f"{crops / 'notes.png'}")
+    (crops / "late.png").write_bytes(gallery[6].read_bytes())
+    add = ["index", "add", str(index), "--images", str(crops), "--device", "cpu"]
+    assert main(add) == 2
+    assert "--skip-unreadable" in capsys.readouterr().err
+    assert main(["index", "info", str(index)]) == 0
+    assert "5 images" in capsys.readouterr().out  # the failed add changed nothing
+    assert main([*add, "--skip-unreadable"]) == 0
+    captured = capsys.readouterr()
+    assert "added 1 images (5 already indexed); " in captured.out and "left out 2 image(s)" in captured.err
+    assert main(["search", str(index), "a man", "-k", "6", "--json"]) == 0
+    paths = {h["path"] for h in json.loads(capsys.readouterr().out)["results"][0]["hits"]}
+    assert paths == {p.name for p in gallery[:5]} | {"late.png"}
+
+
 def test_search_names_a_missing_checkpoint(gallery, tiny_checkpoint, tmp_path, capsys):
     ckpt = tmp_path / "moved.pt"
     shutil.copy(tiny_checkpoint, ckpt)

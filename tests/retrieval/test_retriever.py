@@ -8,7 +8,7 @@ from cpcl.data.formats import load_annotations
 from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.model.checkpoint import load_checkpoint
 from cpcl.model.encode import encode_images, encode_texts
-from cpcl.retrieval.retriever import load_retriever
+from cpcl.retrieval.retriever import UnreadableImageError, load_retriever
 
 
 def test_encode_api_equals_the_evaluation_path(tiny_synth, tiny_checkpoint):
@@ -54,6 +54,25 @@ def test_bad_inputs_are_named(gallery, tiny_checkpoint, tmp_path):
     broken.write_bytes(b"not an image")
     with pytest.raises(OSError, match="broken.png"):
         retriever.encode_images([gallery[0], broken])
+
+
+def test_unreadable_files_are_left_out_and_named_by_position(gallery, tiny_checkpoint, tmp_path):
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(gallery[1].read_bytes()[:200])
+    text = tmp_path / "text.png"
+    text.write_text("not an image")
+    with Image.open(gallery[3]) as im:
+        pil = im.copy()
+    inputs = [gallery[0], truncated, gallery[2], pil, text, gallery[4]]
+    for workers in (0, 2):  # in worker processes too: one error naming the file, not a worker's traceback
+        retriever = load_retriever(tiny_checkpoint, num_workers=workers)
+        with pytest.raises(UnreadableImageError, match=r"^cannot read image .*truncated.png: "):
+            retriever.encode_images(inputs[:3], batch_size=2)
+        unreadable: list[int] = []
+        kept = retriever.encode_images(inputs, batch_size=2, unreadable=unreadable)
+        assert unreadable == [1, 4]
+        expected = retriever.encode_images([gallery[0], gallery[2], pil, gallery[4]], batch_size=2)
+        np.testing.assert_allclose(kept, expected, atol=1e-6)
 
 
 def test_fingerprint_identifies_the_weights(tiny_checkpoint, other_checkpoint):

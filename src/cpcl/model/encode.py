@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -11,16 +13,28 @@ from cpcl.model.retrieval_model import RetrievalModel
 
 @torch.no_grad()
 def encode_images(model: RetrievalModel, images: Dataset, device: torch.device, batch_size: int = 256,
-                  num_workers: int = 0, progress: bool = False, desc: str = "encode images") -> torch.Tensor:
-    """Encode a dataset yielding ``(image, index)`` in its own order -> ``(N, D)`` float32 on the CPU."""
+                  num_workers: int = 0, progress: bool = False, desc: str = "encode images",
+                  on_unreadable: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Encode a dataset yielding ``(image, index)`` in its own order -> ``(N, D)`` float32 on the CPU.
+
+    A dataset may yield the index ``-1 - i`` (and any image) for an item ``i`` it could not read, so that a
+    worker process does not raise: ``on_unreadable(i)`` is then called in this process (it may raise) and
+    row ``i`` stays zero."""
     was_training = model.training
     model.eval()
     # a generator of its own: a DataLoader otherwise draws its workers' base seed from the global RNG, so that
     # evaluating (or not) would change the random augmentations of the training that follows
     loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(0))
-    out = torch.empty(len(images), model.embed_dim)
+    out = torch.zeros(len(images), model.embed_dim)
     for batch, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        read = index >= 0
+        if not read.all():
+            for i in (-1 - index[~read]).tolist():
+                on_unreadable(i)
+            batch, index = batch[read], index[read]
+            if not len(index):
+                continue
         out[index] = model.encode_image(batch.to(device, non_blocking=True)).float().cpu()
     model.train(was_training)
     return out

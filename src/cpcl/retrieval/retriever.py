@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from cpcl.data.datasets import read_image, tokenize_all
 from cpcl.data.transforms import build_eval_transform
+from cpcl.errors import CpclError
 from cpcl.model.checkpoint import load_checkpoint, model_fingerprint
 from cpcl.model.encode import encode_images, encode_texts
 from cpcl.retrieval.onnx_text import OnnxTextEncoder, TextEncoderError
@@ -29,12 +30,19 @@ from cpcl.retrieval.onnx_text import OnnxTextEncoder, TextEncoderError
 ImageInput = str | Path | Image.Image
 
 
-class _ImageInputs(Dataset):
-    """Paths or PIL images -> ``(image tensor, index)`` with the checkpoint's eval transform."""
+class UnreadableImageError(CpclError, OSError):
+    """An image file could not be decoded; the message names it and the reason."""
 
-    def __init__(self, images: Sequence[ImageInput], transform):
+
+class _ImageInputs(Dataset):
+    """Paths or PIL images -> ``(image tensor, index)`` with the checkpoint's eval transform; a file that cannot
+    be read yields ``(zeros, -1 - index)`` (see :func:`~cpcl.model.encode.encode_images`), so that a worker
+    process does not raise it as a traceback."""
+
+    def __init__(self, images: Sequence[ImageInput], transform, image_size: tuple[int, int]):
         self.images = list(images)
         self.transform = transform
+        self.image_size = image_size
 
     def __len__(self) -> int:
         return len(self.images)
@@ -44,7 +52,10 @@ class _ImageInputs(Dataset):
         if isinstance(item, Image.Image):
             image = item.convert("RGB")
         elif isinstance(item, (str, Path)):
-            image = read_image(Path(item))
+            try:
+                image = read_image(Path(item))
+            except OSError:
+                return torch.zeros(3, *self.image_size), -1 - index
         else:
             raise TypeError(f"image {index}: expected a path or a PIL image, got {type(item).__name__}")
         return self.transform(image), index
@@ -95,16 +106,34 @@ class Retriever:
         return encode_texts(self.model, tokens, self.device, batch_size or self.batch_size).numpy()
 
     def encode_images(self, images: Sequence[ImageInput], batch_size: int | None = None,
-                      progress: bool = False) -> np.ndarray:
-        """Image paths and/or PIL images -> ``(N, D)`` float32 unit rows, in input order."""
+                      progress: bool = False, unreadable: list[int] | None = None) -> np.ndarray:
+        """Image paths and/or PIL images -> ``(N, D)`` float32 unit rows, in input order.
+
+        A file that cannot be read raises ``OSError`` naming it; with ``unreadable`` (a list), such files are
+        left out of the result instead and their positions in ``images`` appended to it."""
         if isinstance(images, (str, Path, Image.Image)):
             raise TypeError("encode_images takes a list; wrap a single image as [image]")
-        data = _ImageInputs(images, self.transform)
+        data = _ImageInputs(images, self.transform, tuple(self.config.model.image_size))
         if len(data) == 0:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         workers = self.num_workers if not any(isinstance(i, Image.Image) for i in data.images) else 0
-        return encode_images(self.model, data, self.device, batch_size or self.batch_size, num_workers=workers,
-                             progress=progress, desc="encode gallery").numpy()
+        failed: list[int] = []
+
+        def on_unreadable(i: int) -> None:
+            if unreadable is None:
+                try:
+                    read_image(Path(data.images[i]))
+                except OSError as exc:  # its message names the file and the reason
+                    raise UnreadableImageError(str(exc)) from None
+                raise UnreadableImageError(f"cannot read image {data.images[i]} (it could be read on a second try)")
+            failed.append(i)
+
+        out = encode_images(self.model, data, self.device, batch_size or self.batch_size, num_workers=workers,
+                            progress=progress, desc="encode gallery", on_unreadable=on_unreadable).numpy()
+        if not failed:
+            return out
+        unreadable.extend(sorted(failed))
+        return np.delete(out, failed, axis=0)
 
 
 def load_retriever(checkpoint: str | Path, device: str | torch.device = "cpu", batch_size: int = 128,

@@ -16,6 +16,7 @@ from cpcl.errors import CpclError
 from cpcl.retrieval.index import (
     GalleryBase,
     GalleryIndex,
+    GalleryIndexError,
     SearchHit,
     check_new_index_dir,
     list_images,
@@ -148,42 +149,64 @@ def model_info(retriever: Retriever) -> dict:
 
 def build_index(retriever: Retriever, images: str | Path | Sequence[Path], out: str | Path,
                 root: str | Path | None = None, kind: str = "exact", nlist: int | None = None, nprobe: int = 16,
-                progress: bool = False, overwrite: bool = False, uri: str | None = None) -> GalleryBase:
+                progress: bool = False, overwrite: bool = False, uri: str | None = None,
+                unreadable: list[Path] | None = None) -> GalleryBase:
     """Encode the images :func:`~cpcl.retrieval.index.list_images` finds and write an index to ``out`` (which
     must not hold one, unless ``overwrite``); with ``uri``, ``out`` is a Milvus collection there, filled
-    chunk by chunk as the images are encoded."""
+    chunk by chunk as the images are encoded.
+
+    An image file that cannot be read stops the build, naming it, before anything is written; with
+    ``unreadable`` (a list), such files are left out of the index and appended to it."""
     root, paths = list_images(images, root)
     if uri is not None:
         from cpcl.retrieval.milvus import MilvusGallery
 
         gallery = MilvusGallery.create(uri, str(out), root, model_info(retriever), retriever.embed_dim, kind=kind,
                                        nlist=nlist, nprobe=nprobe, expected=len(paths), overwrite=overwrite)
-        add_images(retriever, gallery, paths, progress=progress)
+        add_images(retriever, gallery, paths, progress=progress, unreadable=unreadable)
         return gallery
     check_new_index_dir(out, overwrite)  # fail before encoding, not after
-    embeddings = retriever.encode_images(paths, progress=progress)
+    embeddings, paths = _encode_readable(retriever, paths, progress, unreadable)
+    if not paths:
+        raise GalleryIndexError(f"none of the images under {root} could be read: nothing to index")
     return GalleryIndex.create(out, root, embeddings, paths, model_info(retriever), kind=kind, nlist=nlist,
                                nprobe=nprobe)
+
+
+def _encode_readable(retriever: Retriever, paths: list[Path], progress: bool,
+                     unreadable: list[Path] | None) -> tuple[np.ndarray, list[Path]]:
+    """The embeddings of ``paths`` and the paths they belong to: without ``unreadable``, all of them (a file
+    that cannot be read raises); with it, those that could be read, the others appended to it."""
+    if unreadable is None:
+        return retriever.encode_images(paths, progress=progress), paths
+    failed: list[int] = []
+    embeddings = retriever.encode_images(paths, progress=progress, unreadable=failed)
+    unreadable.extend(paths[i] for i in failed)
+    skip = set(failed)
+    return embeddings, [p for i, p in enumerate(paths) if i not in skip]
 
 
 ADD_CHUNK = 2048  # images encoded and written at a time to an incremental (Milvus) index
 
 
 def add_images(retriever: Retriever, index: GalleryBase, images: str | Path | Sequence[Path],
-               progress: bool = False, chunk: int = ADD_CHUNK) -> tuple[int, int]:
-    """Encode and append the images of a folder or list that the index does not hold yet -> (added, skipped).
+               progress: bool = False, chunk: int = ADD_CHUNK,
+               unreadable: list[Path] | None = None) -> tuple[int, int]:
+    """Encode and append the images of a folder or list that the index does not hold yet -> (added, already
+    indexed).
 
     An incremental index (Milvus) is written ``chunk`` images at a time: an add killed mid-way keeps the
-    chunks it finished, and running it again encodes only the rest."""
+    chunks it finished, and running it again encodes only the rest. An image file that cannot be read stops
+    the add, naming it (a file index is then unchanged); with ``unreadable`` (a list), such files are left
+    out and appended to it (a later add tries them again)."""
     index.check_model(retriever.fingerprint, retriever.checkpoint)
     _, paths = list_images(images, index.root)
     by_relative = {index.relative(p): p for p in paths}
     new = [by_relative[r] for r in index.missing(list(by_relative))]
-    if not new:
-        return 0, len(paths)
-    step = chunk if index.incremental else len(new)
+    step = chunk if index.incremental else max(len(new), 1)
     added = 0
     for start in range(0, len(new), step):
-        part = new[start:start + step]
-        added += index.add(retriever.encode_images(part, progress=progress), part)
-    return added, len(paths) - added
+        embeddings, part = _encode_readable(retriever, new[start:start + step], progress, unreadable)
+        if part:
+            added += index.add(embeddings, part)
+    return added, len(paths) - len(new)
