@@ -95,7 +95,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         return 1
     problems = dataset_problems(ann, decode_images=not args.skip_images,
                                 progress=lambda items, total: tqdm(items, total=total, desc="decode images",
-                                                                   leave=False))
+                                                                   disable=None, leave=False))
     print(f"{ann.name}: {ann.annotation_file}")
     _print_summary(ann.summary())
     dups = ann.duplicate_images()

@@ -66,7 +66,7 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Annotations:
     if progress:
         from tqdm import tqdm
 
-        bar = lambda items, total: tqdm(items, total=total, desc="check images", leave=False)  # noqa: E731
+        bar = lambda items, total: tqdm(items, total=total, desc="check images", disable=None, leave=False)  # noqa: E731
     ann = require_clean(ann, bar).hold_out_val(cfg.val_ids_from_train)
     if cfg.val_ids_from_train:
         log.info("val: %d persons (%d images) of the training split held out (data.val_ids_from_train); they are "

@@ -313,7 +313,7 @@ def train_one_epoch(model, loader: DataLoader, state: RunState, cfg: TrainConfig
     totals: dict[str, float] = {}
     seen = 0
     compute_time = 0.0  # forward, loss, backward and optimiser step; the rest of "train" is data and memory
-    bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
+    bar = tqdm(total=len(loader), desc=f"epoch {epoch}/{cfg.epochs}", disable=None if progress else True, leave=False)
     for item in loader:
         images = item["image"].to(device, non_blocking=True)
         tokens = item["tokens"].long().to(device, non_blocking=True)

@@ -27,7 +27,7 @@ def encode_images(model: RetrievalModel, images: Dataset, device: torch.device, 
     loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(0))
     out = torch.zeros(len(images), model.embed_dim)
-    for batch, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for batch, index in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
         read = index >= 0
         if not read.all():
             for i in (-1 - index[~read]).tolist():
@@ -51,7 +51,7 @@ def encode_texts(model: RetrievalModel, tokens: torch.Tensor, device: torch.devi
     model.eval()
     out = torch.empty(len(tokens), model.embed_dim)
     order = torch.argsort(tokens.argmax(dim=-1), stable=True)
-    for start in tqdm(range(0, len(tokens), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in tqdm(range(0, len(tokens), batch_size), desc=desc, disable=None if progress else True, leave=False):
         idx = order[start:start + batch_size]
         out[idx] = model.encode_text(tokens[idx].long().to(device)).float().cpu()
     model.train(was_training)

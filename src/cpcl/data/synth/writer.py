@@ -131,7 +131,7 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
 def _map(jobs: list[_Job], workers: int, progress: bool) -> list[list[dict]]:
     from tqdm import tqdm
 
-    bar = dict(total=len(jobs), desc="render", unit="id", disable=not progress, leave=False)
+    bar = dict(total=len(jobs), desc="render", unit="id", disable=None if progress else True, leave=False)
     if workers <= 1:
         return [_render_person(j) for j in tqdm(jobs, **bar)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
