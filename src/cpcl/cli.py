@@ -377,16 +377,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-batch must be at least 1 and --batch-window-ms at least 0, got {args.max_batch} "
                          f"and {args.batch_window_ms}")
     batching = {} if args.max_batch == 1 else {"batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch}
+    token = _serve_token(args.token_file)
     service = _open_service(args, **batching)
     service.warm_up()
     gc.freeze()  # the model, index and libraries are long-lived: a full collection no longer walks them (~0.2 s)
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
+    if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can search the gallery and read its "
-                    "images (there is no authentication)", args.host)
-    app = build_app(service, examples=args.example or EXAMPLE_QUERIES)
+                    "images (pass --token-file FILE to require a token)", args.host)
+    app = build_app(service, examples=args.example or EXAMPLE_QUERIES, token=token)
     print(f"serving {len(service.index)} images from {args.index} on http://{args.host}:{args.port}/", flush=True)
+    if token is not None:
+        where = args.token_file or "$CPCL_SERVE_TOKEN"
+        print(f"a token is required: open http://{args.host}:{args.port}/?token=TOKEN once in a browser, or send "
+              f"'Authorization: Bearer TOKEN' (TOKEN: the one in {where})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
+
+
+def _serve_token(token_file: str | None) -> str | None:
+    """The token ``cpcl serve`` requires: the contents of ``--token-file``, else $CPCL_SERVE_TOKEN, else none."""
+    if token_file is None:
+        source, token = "$CPCL_SERVE_TOKEN", os.environ.get("CPCL_SERVE_TOKEN", "").strip()
+        if not token:
+            return None
+    else:
+        source = f"--token-file {token_file}"
+        try:
+            token = Path(token_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{source}: cannot read it ({exc})") from None
+    if not token or any(c.isspace() for c in token):
+        raise UsageError(f"{source}: expected one token without spaces, e.g. the output of "
+                         "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return token
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
@@ -713,6 +736,8 @@ def _add_search_commands(sub) -> None:
     _add_text_encoder(p)
     _add_device(p)
     p.add_argument("--example", action="append", help="an example query shown on the page (repeatable)")
+    p.add_argument("--token-file", help="require the token in this file from every client (default: "
+                                        "$CPCL_SERVE_TOKEN if set, else no token)")
     p.add_argument("--max-batch", type=int, default=32,
                    help="concurrent queries encoded and searched as one batch at most (1: no batching)")
     p.add_argument("--batch-window-ms", type=float, default=2.0,

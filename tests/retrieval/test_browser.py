@@ -108,3 +108,31 @@ def test_api_docs_page_renders_offline_in_headless_chromium(server):
         assert driver.find_element(By.ID, "error").text == ""
     finally:
         driver.quit()
+
+
+def test_a_server_with_a_token_in_headless_chromium(gallery, tiny_checkpoint, tmp_path):
+    """`cpcl serve --token-file`: refused without it; one visit with ?token= and the page, its API calls and its
+    images work from the cookie, with the token gone from the address bar."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _require_browser()
+    index_dir = tmp_path / "idx"
+    build_index(load_retriever(tiny_checkpoint), gallery, index_dir)
+    (tmp_path / "token").write_text("tok-3f9a\n")
+    with serve_in_subprocess(index_dir, "--token-file", str(tmp_path / "token"), timeout=60) as running:
+        driver = _chrome()
+        try:
+            driver.get(running.url + "/")
+            assert "needs its token" in driver.find_element(By.TAG_NAME, "body").text
+            driver.get(running.url + "/?token=tok-3f9a")
+            wait = WebDriverWait(driver, 30)
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#examples button.example"))
+            assert "token" not in driver.current_url
+            driver.find_element(By.ID, "query").send_keys("a woman in a red coat")
+            driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results figure.hit img")) == 10)
+            wait.until(lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"))
+        finally:
+            driver.quit()

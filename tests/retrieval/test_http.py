@@ -88,3 +88,50 @@ def test_api_docs_work_offline(client):
     assert {"/api/search", "/api/info"} <= set(spec["paths"])
     params = {p["name"]: p for p in spec["paths"]["/api/search"]["get"]["parameters"]}
     assert params["k"]["schema"]["maximum"] == 100 and params["q"]["required"]
+
+
+def test_a_token_guards_every_path_but_healthz(client):
+    _, service = client
+    token = "s3cret-token"
+    http = TestClient(build_app(service, token=token))
+    hit = http.get("/api/search", params={"q": "a man", "k": 1}, headers={"Authorization": f"Bearer {token}"})
+    assert hit.status_code == 200
+    image = hit.json()["hits"][0]["url"]
+    assert http.get("/healthz").status_code == 200
+    for path in ("/", "/api/docs", "/api/info", "/api/search?q=a+man", image, "/openapi.json", "/nothing/here"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": token}):
+            answer = http.get(path, headers=headers)
+            assert answer.status_code == 401, (path, headers)
+            assert "Authorization: Bearer TOKEN" in answer.text and "/?token=TOKEN" in answer.text
+    assert http.get("/api/info", headers={"Authorization": f"bearer {token}"}).status_code == 200
+    assert http.get("/?token=wrong", follow_redirects=False).status_code == 401
+
+    # a browser's first visit trades the token for a cookie and drops it from the address
+    first = http.get(f"/?token={token}", follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"] == "/"
+    cookie = first.headers["set-cookie"]
+    assert "cpcl_token=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    assert http.get("/").status_code == 200 and 'id="query"' in http.get("/").text
+    assert http.get("/api/search", params={"q": "a man", "k": 1}).json()["hits"][0]["url"] == image
+    assert http.get(image).status_code == 200
+    http.cookies.clear()
+    assert http.get(image).status_code == 401
+
+
+def test_the_serve_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch, capsys):
+    from cpcl.cli import main
+
+    monkeypatch.delenv("CPCL_SERVE_TOKEN", raising=False)
+    for content, needle in (("", "expected one token without spaces"), ("two words", "expected one token"),
+                            (None, "cannot read it")):
+        token_file = tmp_path / "token.txt"
+        token_file.unlink(missing_ok=True)
+        if content is not None:
+            token_file.write_text(content)
+        # refused before the index is opened: the index need not exist
+        assert main(["serve", str(tmp_path / "no-index"), "--token-file", str(token_file)]) == 2
+        err = capsys.readouterr().err
+        assert f"--token-file {token_file}: " in err and needle in err and err.count("\n") == 1, err
+    monkeypatch.setenv("CPCL_SERVE_TOKEN", "a b")
+    assert main(["serve", str(tmp_path / "no-index")]) == 2
+    assert "$CPCL_SERVE_TOKEN: expected one token" in capsys.readouterr().err

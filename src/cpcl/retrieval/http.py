@@ -10,10 +10,15 @@
 
 Malformed requests (empty or over-long query, k out of range or not a number) get a 422 whose ``detail``
 is one readable sentence.
+
+With a ``token`` every path but ``/healthz`` needs it: ``Authorization: Bearer TOKEN`` (scripts), or the
+cookie that opening ``/?token=TOKEN`` sets (browsers: the page, its API calls and its images); anything
+else gets a 401 that says how to pass it.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +26,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from cpcl.retrieval.service import EXAMPLE_QUERIES, MAX_K, MAX_QUERY_CHARS, QueryError, SearchService
 from cpcl.version import __version__
@@ -30,12 +35,47 @@ PAGE = Path(__file__).parent / "static" / "index.html"
 API_PAGE = Path(__file__).parent / "static" / "api.html"
 
 
+TOKEN_COOKIE = "cpcl_token"
+_NEEDS_TOKEN = ("this server needs its token: send the header 'Authorization: Bearer TOKEN', or open "
+                "/?token=TOKEN in a browser (whoever runs the server has it)")
+
+
 def image_url(path: str) -> str:
     return "/images/" + quote(path)
 
 
-def build_app(service: SearchService, examples: Sequence[str] = EXAMPLE_QUERIES) -> FastAPI:
+def _require_token(app: FastAPI, token: str) -> None:
+    """Refuse every request but ``/healthz`` that does not carry ``token`` (see the module's docstring)."""
+    expected = token.encode()
+
+    def matches(offered: str | None) -> bool:
+        return offered is not None and hmac.compare_digest(offered.encode(), expected)
+
+    def refused(path: str) -> Response:
+        if path in ("/", "/api/docs"):
+            return HTMLResponse(f"<!doctype html><title>cpcl search</title><p>{_NEEDS_TOKEN}.</p>", status_code=401)
+        return JSONResponse({"detail": _NEEDS_TOKEN}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.middleware("http")
+    async def check(request: Request, call_next) -> Response:
+        path = request.url.path
+        if path == "/healthz":
+            return await call_next(request)
+        if path == "/" and "token" in request.query_params:  # a browser's first visit: trade it for a cookie
+            if not matches(request.query_params["token"]):
+                return refused(path)
+            response = RedirectResponse("/", status_code=303)  # the token leaves the address bar and history
+            response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
+            return response
+        header = request.headers.get("authorization", "")
+        offered = header[7:] if header[:7].lower() == "bearer " else request.cookies.get(TOKEN_COOKIE)
+        return await call_next(request) if matches(offered) else refused(path)
+
+
+def build_app(service: SearchService, examples: Sequence[str] = EXAMPLE_QUERIES, token: str | None = None) -> FastAPI:
     app = FastAPI(title="cpcl search", version=__version__, docs_url=None, redoc_url=None)
+    if token is not None:
+        _require_token(app, token)
     index = service.index
     root = index.root.resolve()
     page, api_page = PAGE.read_text(), API_PAGE.read_text()
