@@ -40,6 +40,9 @@ REGIMES: dict[str, tuple[str, list[str]]] = {
     "lookalike": ("half the identities differ from another in one attribute; annotators confuse colours 25 % of "
                   "the time", ["data.root=data/regimes/lookalike", "data.synth.near_duplicate_fraction=0.5",
                                "data.synth.caption_noise=0.25"]),
+    "cameras": ("every image taken by one of 6 fixed cameras, each with its own scene and strong colour cast that "
+                "no caption mentions (persons sharing a camera look alike); otherwise the default",
+                ["data.root=data/regimes/cameras", "data.synth.cameras=6"]),
     "large": ("2300 identities (2000 train), otherwise the default",
               ["data.root=data/regimes/large", "data.synth.num_ids=2300"]),
 }

@@ -63,7 +63,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
                               images_per_id=args.images_per_id, captions_per_image=args.captions_per_image,
                               val_ids=args.val_ids, test_ids=args.test_ids,
                               near_duplicate_fraction=args.near_duplicates, domain=args.domain,
-                              caption_noise=args.caption_noise, style=args.style, workers=args.workers,
+                              caption_noise=args.caption_noise, style=args.style, cameras=args.cameras,
+                              workers=args.workers,
                               progress=True,
                               overwrite=args.overwrite)
     from cpcl.data.formats import load_annotations
@@ -554,6 +555,9 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--style", default="classic", choices=STYLES,
                    help="how persons are drawn: classic (eye level) or cctv (a high surveillance camera, other "
                         "body shapes and palette)")
+    p.add_argument("--cameras", type=int, default=0,
+                   help="classic style: every image taken by one of this many fixed cameras, each with its own "
+                        "scene and colour cast that no caption mentions (0: a scene and lighting per image)")
     p.add_argument("--workers", type=int, default=None, help="rendering processes (default: up to 4)")
     _add_overwrite(p, "a dataset")
     p.set_defaults(func=cmd_synth)

@@ -37,6 +37,9 @@ class SynthConfig:
     domain: str = "street"
     caption_noise: float = 0.08  # how often an annotator writes a confusable colour (navy as black)
     style: str = "classic"  # classic | cctv: how persons are drawn (the captions do not depend on it)
+    # classic style: > 0, every image is taken by one of this many fixed cameras (its own scene and colour cast,
+    # never in a caption); 0, every image has a scene and lighting of its own
+    cameras: int = 0
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,9 @@ def inconsistencies(config: Config) -> list[str]:
     if c.backoff_patience and t.eval_every != 1:
         out.append(f"cluster.backoff_patience={c.backoff_patience} counts epochs scored on val, but "
                    f"train.eval_every={t.eval_every} scores only some (set train.eval_every=1)")
+    if config.data.synth.cameras and config.data.synth.style != "classic":
+        out.append(f"data.synth.cameras={config.data.synth.cameras} applies to the classic style, not "
+                   f"data.synth.style={config.data.synth.style}")
     if config.memory.hard and loss.intra_weight == 0 and loss.cross_weight == 0:
         out.append("memory.hard=true has no effect while loss.intra_weight and loss.cross_weight are both 0 "
                    "(no term reads the memories)")
@@ -232,7 +238,8 @@ def inconsistencies(config: Config) -> list[str]:
                             ("cluster.k1", c.k1, 1), ("cluster.k2", c.k2, 1), ("cluster.min_samples", c.min_samples, 1),
                             ("cluster.backoff_patience", c.backoff_patience, 0),
                             ("data.num_workers", config.data.num_workers, 0),
-                            ("data.val_ids_from_train", config.data.val_ids_from_train, 0)):
+                            ("data.val_ids_from_train", config.data.val_ids_from_train, 0),
+                            ("data.synth.cameras", config.data.synth.cameras, 0)):
         if value < low:
             out.append(f"{key} must be at least {low}, got {value}")
     for key, value in (("loss.temperature", loss.temperature), ("memory.temperature", config.memory.temperature),

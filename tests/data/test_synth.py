@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from cpcl.data.formats import load_annotations
 from cpcl.data.synth import generate_synthpedes, random_identity, render_image, write_caption
@@ -160,3 +161,44 @@ def test_the_cctv_style_draws_other_images_of_the_same_persons_with_the_same_cap
         assert "style 'anime'" in str(exc) and "classic, cctv" in str(exc)
     else:
         raise AssertionError("an unknown style was accepted")
+
+
+def test_cameras_give_persons_sharing_one_its_scene_and_cast_and_leave_captions_alone(tmp_path):
+    from PIL import Image
+
+    from cpcl.config import ConfigError
+    from tests.conftest import tiny_config
+
+    common = dict(num_ids=24, seed=6, val_ids=2, test_ids=2, height=64, width=32, montage=False)
+    plain = generate_synthpedes(tmp_path / "plain", workers=1, **common)
+    cams = generate_synthpedes(tmp_path / "cams", cameras=3, workers=1, **common)
+    again = generate_synthpedes(tmp_path / "cams2", cameras=3, workers=2, **common)
+    assert cams.read_text() == again.read_text() == plain.read_text()  # same persons, files and captions
+    meta = json.loads((cams.parent / "synthpedes_meta.json").read_text())
+    assert meta["cameras"] == 3 and set(meta["camera_of"].values()) == {0, 1, 2}
+    assert "camera_of" not in json.loads((plain.parent / "synthpedes_meta.json").read_text())
+
+    def pixels(root, name):
+        return np.asarray(Image.open(root / "imgs" / name), np.float32)
+
+    names = sorted(meta["camera_of"])
+    for name in names:
+        assert pixels(cams.parent, name).tobytes() == pixels(again.parent, name).tobytes()
+    # two images from one camera are closer in colour than two from different cameras; without cameras the
+    # same pairs are not
+    same, other, plain_same, plain_other = [], [], [], []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if a.split("_")[0] == b.split("_")[0]:
+                continue  # one person's images: their clothes match anyway
+            d = np.abs(pixels(cams.parent, a).mean((0, 1)) - pixels(cams.parent, b).mean((0, 1))).mean()
+            dp = np.abs(pixels(plain.parent, a).mean((0, 1)) - pixels(plain.parent, b).mean((0, 1))).mean()
+            shared = meta["camera_of"][a] == meta["camera_of"][b]
+            (same if shared else other).append(d)
+            (plain_same if shared else plain_other).append(dp)
+    assert np.mean(same) < 0.5 * np.mean(other)
+    assert np.mean(plain_same) > 0.7 * np.mean(plain_other)
+    with pytest.raises(ValueError, match="cameras=2: expected 0, or a number of cameras with the classic style"):
+        generate_synthpedes(tmp_path / "x", cameras=2, style="cctv", **common)
+    with pytest.raises(ConfigError, match="data.synth.cameras=2 applies to the classic style"):
+        tiny_config(tmp_path, "data.synth.cameras=2", "data.synth.style=cctv")

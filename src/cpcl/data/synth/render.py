@@ -10,6 +10,8 @@ from PIL import Image, ImageDraw
 
 from cpcl.data.synth.identity import COLOURS, HAIR_COLOURS, SKIN_TONES, VIEWS, Identity, pick, random_identity
 
+_SUPERSAMPLE = 2  # drawn at twice the size, then downsampled: anti-aliased edges
+
 
 def shade(colour: tuple[int, int, int], factor: float) -> tuple[int, int, int]:
     return tuple(int(max(0, min(255, c * factor))) for c in colour)  # type: ignore[return-value]
@@ -51,6 +53,28 @@ def _background(rng: np.random.Generator, w: int, h: int, domain: str) -> Image.
             y = int(rng.integers(horizon, h))
             draw.line([0, y, w, y + int(rng.integers(-6, 6))], fill=(200, 200, 190), width=1)
     return img
+
+
+@dataclass(frozen=True)
+class Camera:
+    """A fixed camera: every image it takes shows the same scene under the same colour cast, whoever is in it.
+
+    Captions never mention it, so images of different persons that share a camera look alike in ways no
+    caption describes (the nuisance real re-identification data has: several persons per camera)."""
+
+    background: np.ndarray  # (H, W, 3) uint8 at the drawing's supersampled size
+    gain: tuple[float, float, float]  # per channel: the camera's colour cast
+    contrast: float
+    noise: float  # sensor noise (std of added Gaussian noise)
+
+
+def make_cameras(count: int, rng: np.random.Generator, height: int, width: int, domain: str) -> tuple[Camera, ...]:
+    """``count`` cameras, each with its own scene and a strong colour cast."""
+    ss = _SUPERSAMPLE
+    return tuple(Camera(np.asarray(_background(rng, width * ss, height * ss, domain)),
+                        tuple(float(g) for g in rng.uniform(0.55, 1.45, size=3)),  # type: ignore[arg-type]
+                        float(rng.uniform(0.75, 1.2)), float(rng.uniform(2.0, 9.0)))
+                 for _ in range(count))
 
 
 @dataclass(frozen=True)
@@ -288,11 +312,14 @@ def _draw_headwear(draw: ImageDraw.ImageDraw, f: _Figure) -> None:
 
 
 def render_image(person: Identity, rng: np.random.Generator, height: int = 128, width: int = 64,
-                 domain: str = "street") -> tuple[Image.Image, str]:
-    """Draw one image of ``person``; returns the image and the viewpoint drawn."""
-    ss = 2  # supersampling for anti-aliased edges
+                 domain: str = "street", camera: Camera | None = None) -> tuple[Image.Image, str]:
+    """Draw one image of ``person``; returns the image and the viewpoint drawn. Without a ``camera`` each
+    image has a scene and lighting of its own; with one, the camera's scene and colour cast."""
+    ss = _SUPERSAMPLE
     w, h = width * ss, height * ss
-    img = _background(rng, w, h, domain)
+    img = _background(rng, w, h, domain)  # drawn with a camera too: the rest (viewpoint, captions) stays the same
+    if camera is not None:
+        img = Image.fromarray(camera.background)
     draw = ImageDraw.Draw(img)
     view = str(pick(rng, VIEWS))
     # pedestrians in the way, behind the subject
@@ -319,9 +346,13 @@ def render_image(person: Identity, rng: np.random.Generator, height: int = 128, 
     img = img.resize((width, height), Image.BILINEAR)
     arr = np.asarray(img, dtype=np.float32)
     # lighting: brightness, contrast and a colour cast; then sensor noise
-    gain = rng.uniform(0.65, 1.3) * rng.uniform(0.9, 1.1, size=3)
-    contrast = rng.uniform(0.75, 1.2)
+    if camera is None:
+        gain = rng.uniform(0.65, 1.3) * rng.uniform(0.9, 1.1, size=3)
+        contrast, noise = rng.uniform(0.75, 1.2), rng.uniform(2.0, 9.0)
+    else:  # the camera's, with a little variation from one moment to the next
+        gain = np.asarray(camera.gain) * rng.uniform(0.95, 1.05)
+        contrast, noise = camera.contrast, camera.noise
     mean = arr.mean()
     arr = ((arr - mean) * contrast + mean) * gain
-    arr += rng.normal(0.0, rng.uniform(2.0, 9.0), size=arr.shape)
+    arr += rng.normal(0.0, noise, size=arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), view

@@ -16,7 +16,7 @@ from PIL import Image
 from cpcl.data.synth.captions import regional_words, write_caption
 from cpcl.data.synth.cctv import render_cctv
 from cpcl.data.synth.identity import Identity, near_duplicate, random_identity
-from cpcl.data.synth.render import render_image
+from cpcl.data.synth.render import Camera, make_cameras, render_image
 from cpcl.io import atomic_save, atomic_write_text, claim_outputs
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,21 @@ class _Job:
     domain: str
     caption_noise: float
     style: str
+    cameras: tuple[Camera, ...] = ()
 
 
 def _render_person(job: _Job) -> list[dict]:
     records = []
     for k in range(job.num_images):
         rng = np.random.default_rng([job.seed, job.person_id, k, 1])
+        camera = None
+        if job.cameras:  # its own generator: the rest of the image is drawn as without cameras
+            camera = int(np.random.default_rng([job.seed, job.person_id, k, 4]).integers(len(job.cameras)))
         if job.style == "cctv":
             img, view = render_cctv(job.identity, rng, job.height, job.width)
         else:
-            img, view = render_image(job.identity, rng, job.height, job.width, job.domain)
+            img, view = render_image(job.identity, rng, job.height, job.width, job.domain,
+                                     None if camera is None else job.cameras[camera])
         rel = f"synth/p{job.person_id:05d}_s{k}.png"
         img.save(Path(job.out_dir) / "imgs" / rel, compress_level=1)
         crng = np.random.default_rng([job.seed, job.person_id, k, 2])
@@ -60,7 +65,7 @@ def _render_person(job: _Job) -> list[dict]:
         if job.domain == "street":  # its own generator: the base captions stay those of every domain
             vrng = np.random.default_rng([job.seed, job.person_id, k, 3])
             captions = [regional_words(c, vrng) for c in captions]
-        records.append({"id": job.person_id, "file_path": rel, "captions": captions, "view": view})
+        records.append({"id": job.person_id, "file_path": rel, "captions": captions, "view": view, "camera": camera})
     return records
 
 
@@ -68,13 +73,15 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
                         width: int = 64, images_per_id: float = 3.0, captions_per_image: int = 2,
                         val_ids: int = 100, test_ids: int = 200, near_duplicate_fraction: float = 0.15,
                         domain: str = "street", caption_noise: float = 0.08, style: str = "classic",
-                        workers: int | None = None, montage: bool = True, progress: bool = False,
+                        cameras: int = 0, workers: int | None = None, montage: bool = True, progress: bool = False,
                         overwrite: bool = False) -> Path:
     """Write SynthPedes to ``out`` in the CUHK-PEDES format (``reid_raw.json`` + ``imgs/``).
 
     Identities are split into train / val / test (``val_ids`` and ``test_ids`` persons held out). ``style``
     is the drawing (``classic`` or ``cctv``); ``domain`` the classic style's scenes and, in both styles, the
-    annotators' vocabulary (``street`` annotators also use their own words).
+    annotators' vocabulary (``street`` annotators also use their own words). ``cameras`` > 0 (classic style):
+    every image is taken by one of that many fixed cameras, each with its own scene and colour cast, which
+    no caption mentions; 0: every image has a scene and lighting of its own.
     Person ids are 1-based like CUHK-PEDES. Returns the path of ``reid_raw.json``. An ``out`` that holds a
     dataset already is refused, unless ``overwrite``.
     """
@@ -82,6 +89,8 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
         raise ValueError(f"unknown SynthPedes domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     if style not in STYLES:
         raise ValueError(f"unknown SynthPedes style {style!r}; choose one of {', '.join(STYLES)}")
+    if cameras < 0 or (cameras and style != "classic"):
+        raise ValueError(f"cameras={cameras}: expected 0, or a number of cameras with the classic style")
     if num_ids <= val_ids + test_ids:
         raise ValueError(f"num_ids={num_ids} leaves no training identities after {val_ids} val + {test_ids} test")
     out = claim_outputs(out, ("reid_raw.json", "synthpedes_meta.json", "imgs", "montage.png"), overwrite=overwrite,
@@ -98,9 +107,10 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
     split_of = {}
     for rank, idx in enumerate(order):
         split_of[int(idx)] = "test" if rank < test_ids else "val" if rank < test_ids + val_ids else "train"
+    scenes = make_cameras(cameras, np.random.default_rng([seed, 4]), height, width, domain)
     jobs = [
         _Job(str(out), seed, i + 1, ident, _images_per_id(rng, images_per_id), captions_per_image, height, width,
-             domain, caption_noise, style)
+             domain, caption_noise, style, scenes)
         for i, ident in enumerate(identities)
     ]
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
@@ -117,9 +127,10 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
         "height": height, "width": width, "images_per_id": images_per_id,
         "captions_per_image": captions_per_image, "val_ids": val_ids, "test_ids": test_ids,
         "near_duplicate_fraction": near_duplicate_fraction, "domain": domain, "caption_noise": caption_noise,
-        "style": style,
+        "style": style, "cameras": cameras,
         "identities": {str(i + 1): asdict(ident) for i, ident in enumerate(identities)},
         "views": {r["file_path"]: r["view"] for recs in results for r in recs},
+        **({"camera_of": {r["file_path"]: r["camera"] for recs in results for r in recs}} if cameras else {}),
     }
     atomic_write_text(out / "synthpedes_meta.json", json.dumps(meta))
     if montage:
