@@ -1,5 +1,6 @@
 """What CPCL's wrong pseudo-label pairs look like on SynthPedes: how many attributes two *different* persons
-put in one image cluster differ in, against two different persons drawn at random.
+put in one image cluster differ in, against two different persons drawn at random (and, on SynthPedes drawn
+with ``cameras``, how often the two share a camera).
 
 Reads the last epoch's image pseudo labels from each run's ``last.pt`` and the identities' attributes from
 ``synthpedes_meta.json`` — held-out information, for this report only (nothing here feeds training).
@@ -27,13 +28,19 @@ ATTRIBUTES = ("gender", "hair_length", "hair_colour", "upper_type", "upper_colou
               "shoes", "bag", "headwear")
 
 
-def analyse(run: Path, random_pairs: int = 20000) -> dict:
+def analyse(run: Path, epoch: int | None = None, random_pairs: int = 20000) -> dict:
     config = load_config(run / "config.yaml")
-    labels = read_checkpoint(run / "last.pt")["run"]["labels"]["image"].numpy()
+    if epoch is None:  # the last epoch's, as the checkpoint holds them
+        labels = read_checkpoint(run / "last.pt")["run"]["labels"]["image"].numpy()
+    else:
+        labels = np.load(run / "pseudo_labels" / f"epoch_{epoch:03d}.npz")["image"]
     records = load_annotations(annotation_format(config.data), config.data.root).split("train")
     person = np.array([r.person_id for r in records])  # TrainPairs' image order: one record per image
-    meta = json.loads((Path(config.data.root) / "synthpedes_meta.json").read_text())["identities"]
-    table = np.array([[meta[str(p)][a] for a in ATTRIBUTES] for p in person])
+    meta = json.loads((Path(config.data.root) / "synthpedes_meta.json").read_text())
+    table = np.array([[meta["identities"][str(p)][a] for a in ATTRIBUTES] for p in person])
+    camera_of = meta.get("camera_of")  # data.synth.cameras: which camera took each image
+    camera = None if camera_of is None else np.array(
+        [camera_of[r.image_path.relative_to(Path(config.data.root) / "imgs").as_posix()] for r in records])
 
     def differing(i: np.ndarray, j: np.ndarray) -> np.ndarray:
         return (table[i] != table[j]).sum(axis=1)
@@ -53,26 +60,36 @@ def analyse(run: Path, random_pairs: int = 20000) -> dict:
     return {"run": str(run), "pairs": int(len(i)), "pair_precision": float(correct.mean()),
             "wrong_pairs_differing": float(wrong_diff.mean()), "random_pairs_differing": float(random_diff.mean()),
             "wrong_pairs_sharing_upper_colour": float((table[i[~correct], 4] == table[j[~correct], 4]).mean()),
-            "random_pairs_sharing_upper_colour": float((table[ri[keep], 4] == table[rj[keep], 4]).mean())}
+            "random_pairs_sharing_upper_colour": float((table[ri[keep], 4] == table[rj[keep], 4]).mean()),
+            **({} if camera is None else {
+                "wrong_pairs_sharing_camera": float((camera[i[~correct]] == camera[j[~correct]]).mean()),
+                "random_pairs_sharing_camera": float((camera[ri[keep]] == camera[rj[keep]]).mean())})}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="CPCL run directories (their last.pt)")
+    parser.add_argument("--epoch", type=int, help="the labels an epoch trained on (RUN/pseudo_labels/epoch_NNN.npz) "
+                                                  "instead of the last epoch's")
+    parser.add_argument("--name", default="cluster_errors", help="results file stem")
     args = parser.parse_args()
-    results = [analyse(run) for run in args.runs]
+    results = [analyse(run, args.epoch) for run in args.runs]
     rows = [[r["run"], r["pairs"], f"{100 * r['pair_precision']:.0f}%",
              f"{r['wrong_pairs_differing']:.2f}", f"{r['random_pairs_differing']:.2f}",
              f"{100 * r['wrong_pairs_sharing_upper_colour']:.0f}%",
-             f"{100 * r['random_pairs_sharing_upper_colour']:.0f}%"]
+             f"{100 * r['random_pairs_sharing_upper_colour']:.0f}%",
+             *(f"{100 * r[key]:.0f}%" if key in r else "-"
+               for key in ("wrong_pairs_sharing_camera", "random_pairs_sharing_camera"))]
             for r in results]
-    text = "\n".join([f"`{command()}`  ", f"{machine()}; last epoch's image pseudo labels; {len(ATTRIBUTES)} "
+    labels = "last epoch's" if args.epoch is None else f"epoch {args.epoch}'s"
+    text = "\n".join([f"`{command()}`  ", f"{machine()}; {labels} image pseudo labels; {len(ATTRIBUTES)} "
                       "attributes compared (" + ", ".join(ATTRIBUTES) + ").", "",
                       markdown_table(["run", "same-cluster pairs", "pair precision",
                                       "attributes differing: wrong pairs", "random different persons",
-                                      "same upper colour: wrong pairs", "random different persons"],
-                                     rows, "lrrrrrr")])
-    write_results("cluster_errors", {"command": command(), "results": results}, text)
+                                      "same upper colour: wrong pairs", "random different persons",
+                                      "same camera: wrong pairs", "random different persons"],
+                                     rows, "lrrrrrrrr")])
+    write_results(args.name, {"command": command(), "results": results}, text)
 
 
 if __name__ == "__main__":
