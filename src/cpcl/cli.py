@@ -64,9 +64,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
                               val_ids=args.val_ids, test_ids=args.test_ids,
                               near_duplicate_fraction=args.near_duplicates, domain=args.domain,
                               caption_noise=args.caption_noise, style=args.style, cameras=args.cameras,
-                              workers=args.workers,
-                              progress=True,
-                              overwrite=args.overwrite)
+                              workers=args.workers, progress=True, overwrite=args.overwrite)
     from cpcl.data.formats import load_annotations
 
     summary = load_annotations("cuhk-pedes", ann.parent).summary()
@@ -272,7 +270,7 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     unreadable = [] if args.skip_unreadable else None
     with _hint_skip_unreadable():
-            index = build_index(retriever, args.images, args.out, root=args.root, kind=args.kind, nlist=args.nlist,
+        index = build_index(retriever, args.images, args.out, root=args.root, kind=args.kind, nlist=args.nlist,
                             nprobe=args.nprobe, progress=True, overwrite=args.overwrite, uri=_milvus_uri(args),
                             unreadable=unreadable)
     wall = time.perf_counter() - t0

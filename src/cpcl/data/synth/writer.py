@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -43,21 +44,29 @@ class _Job:
     domain: str
     caption_noise: float
     style: str
-    cameras: tuple[Camera, ...] = ()
+    cameras: int = 0
+
+
+@functools.lru_cache(maxsize=4)
+def _cameras(seed: int, count: int, height: int, width: int, domain: str) -> tuple[Camera, ...]:
+    """The dataset's cameras: drawn from its seed alone, so each rendering process makes the same ones once
+    instead of receiving their scenes with every job."""
+    return make_cameras(count, np.random.default_rng([seed, 4]), height, width, domain)
 
 
 def _render_person(job: _Job) -> list[dict]:
     records = []
+    cameras = _cameras(job.seed, job.cameras, job.height, job.width, job.domain)
     for k in range(job.num_images):
         rng = np.random.default_rng([job.seed, job.person_id, k, 1])
         camera = None
-        if job.cameras:  # its own generator: the rest of the image is drawn as without cameras
-            camera = int(np.random.default_rng([job.seed, job.person_id, k, 4]).integers(len(job.cameras)))
+        if cameras:  # its own generator: the rest of the image is drawn as without cameras
+            camera = int(np.random.default_rng([job.seed, job.person_id, k, 4]).integers(len(cameras)))
         if job.style == "cctv":
             img, view = render_cctv(job.identity, rng, job.height, job.width)
         else:
             img, view = render_image(job.identity, rng, job.height, job.width, job.domain,
-                                     None if camera is None else job.cameras[camera])
+                                     None if camera is None else cameras[camera])
         rel = f"synth/p{job.person_id:05d}_s{k}.png"
         img.save(Path(job.out_dir) / "imgs" / rel, compress_level=1)
         crng = np.random.default_rng([job.seed, job.person_id, k, 2])
@@ -107,10 +116,9 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
     split_of = {}
     for rank, idx in enumerate(order):
         split_of[int(idx)] = "test" if rank < test_ids else "val" if rank < test_ids + val_ids else "train"
-    scenes = make_cameras(cameras, np.random.default_rng([seed, 4]), height, width, domain)
     jobs = [
         _Job(str(out), seed, i + 1, ident, _images_per_id(rng, images_per_id), captions_per_image, height, width,
-             domain, caption_noise, style, scenes)
+             domain, caption_noise, style, cameras)
         for i, ident in enumerate(identities)
     ]
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
