@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 import yaml
 
 from cpcl import io as io_module
+from cpcl.cli import main
 from cpcl.config import ConfigError
 from cpcl.engine import state as state_module
 from cpcl.engine.distributed import SINGLE, DistInfo, ShardedBatchSampler, gather_in_order
@@ -272,3 +275,31 @@ def test_a_one_rank_process_group_runs_every_collective_and_trains_the_same(tiny
     rows = [_rows(tmp_path / name)[1] for name in ("plain", "forced")]
     assert rows[0]["loss"] == pytest.approx(rows[1]["loss"], rel=1e-6)
     assert rows[0]["pseudo"]["image_clusters"] == rows[1]["pseudo"]["image_clusters"]
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_model_of_a_run_never_stopped(tiny_synth, tmp_path):
+    """`cpcl train` in a process of its own, killed (no handler runs) once its first epoch is saved; `--resume`
+    then finishes it with the weights, memories and rows of a run that was never stopped."""
+    config = tiny_config(tiny_synth, *CPCL, "train.epochs=3")
+    full = train(config, tmp_path / "full", progress=False)
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    run = tmp_path / "killed"
+    child = subprocess.Popen([sys.executable, "-m", "cpcl", "train", "--config", str(tmp_path / "exp.yaml"),
+                              "--out", str(run), "--device", "cpu", "--no-progress"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while child.poll() is None and time.monotonic() < deadline:
+        if (run / "metrics.jsonl").is_file() and any(r["epoch"] == 1 for r in _rows(run)):
+            break  # epoch 1 is in last.pt (its row is written after it): epoch 2 is under way
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
+    assert read_checkpoint(run / "last.pt")["epoch"] < 3
+    assert main(["train", "--resume", str(run), "--device", "cpu", "--no-progress"]) == 0
+
+    a, b = read_checkpoint(tmp_path / "full" / "last.pt"), read_checkpoint(run / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert torch.equal(a["run"]["memory_image"], b["run"]["memory_image"])
+    assert json.loads((run / "results.json").read_text())["best_epoch"] == full.best_epoch
+    strip = [{k: v for k, v in r.items() if k not in ("time", "pairs_per_s")} for r in _rows(tmp_path / "full")]
+    assert [{k: v for k, v in r.items() if k not in ("time", "pairs_per_s")} for r in _rows(run)] == strip
