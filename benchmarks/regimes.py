@@ -43,6 +43,9 @@ REGIMES: dict[str, tuple[str, list[str]]] = {
     "cameras": ("every image taken by one of 6 fixed cameras, each with its own scene and strong colour cast that "
                 "no caption mentions (persons sharing a camera look alike); otherwise the default",
                 ["data.root=data/regimes/cameras", "data.synth.cameras=6"]),
+    "uniforms": ("half the persons wear the outfit (clothes, shoes, bag) of an earlier one, told apart only by hair, "
+                 "skin, build, headwear and glasses; otherwise the default",
+                 ["data.root=data/regimes/uniforms", "data.synth.uniform_fraction=0.5"]),
     "large": ("2300 identities (2000 train), otherwise the default",
               ["data.root=data/regimes/large", "data.synth.num_ids=2300"]),
 }

@@ -64,7 +64,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
                               val_ids=args.val_ids, test_ids=args.test_ids,
                               near_duplicate_fraction=args.near_duplicates, domain=args.domain,
                               caption_noise=args.caption_noise, style=args.style, cameras=args.cameras,
-                              workers=args.workers, progress=True, overwrite=args.overwrite)
+                              uniform_fraction=args.uniforms, workers=args.workers, progress=True,
+                              overwrite=args.overwrite)
     from cpcl.data.formats import load_annotations
 
     summary = load_annotations("cuhk-pedes", ann.parent).summary()
@@ -556,6 +557,9 @@ def _add_data_commands(sub) -> None:
     p.add_argument("--cameras", type=int, default=0,
                    help="classic style: every image taken by one of this many fixed cameras, each with its own "
                         "scene and colour cast that no caption mentions (0: a scene and lighting per image)")
+    p.add_argument("--uniforms", type=float, default=0.0,
+                   help="share of persons who wear the outfit of an earlier one, told apart only by hair, skin, "
+                        "build, headwear and glasses")
     p.add_argument("--workers", type=int, default=None, help="rendering processes (default: up to 4)")
     _add_overwrite(p, "a dataset")
     p.set_defaults(func=cmd_synth)

@@ -40,6 +40,9 @@ class SynthConfig:
     # classic style: > 0, every image is taken by one of this many fixed cameras (its own scene and colour cast,
     # never in a caption); 0, every image has a scene and lighting of its own
     cameras: int = 0
+    # the share of persons who wear the outfit of an earlier one (clothes, shoes, bag), told apart only by hair,
+    # skin, build, headwear and glasses
+    uniform_fraction: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -202,3 +202,27 @@ def test_cameras_give_persons_sharing_one_its_scene_and_cast_and_leave_captions_
         generate_synthpedes(tmp_path / "x", cameras=2, style="cctv", **common)
     with pytest.raises(ConfigError, match="data.synth.cameras=2 applies to the classic style"):
         tiny_config(tmp_path, "data.synth.cameras=2", "data.synth.style=cctv")
+
+
+def test_uniformed_persons_share_an_outfit_and_differ_in_person(tmp_path):
+    common = dict(num_ids=40, seed=7, val_ids=2, test_ids=2, height=64, width=32, montage=False, workers=1)
+    plain = generate_synthpedes(tmp_path / "plain", **common)
+    again = generate_synthpedes(tmp_path / "zero", uniform_fraction=0.0, **common)
+    assert plain.read_text() == again.read_text()  # 0 draws nothing: the default dataset is unchanged
+    uniforms = generate_synthpedes(tmp_path / "uniforms", uniform_fraction=0.5, **common)
+    people = json.loads((uniforms.parent / "synthpedes_meta.json").read_text())["identities"]
+    outfit = ("upper_type", "upper_colour", "upper_pattern", "inner_colour", "lower_type", "lower_colour", "shoes",
+              "bag", "bag_colour")
+    groups = {}
+    for pid, person in people.items():
+        groups.setdefault(tuple(person[a] for a in outfit), []).append(pid)
+    shared = [g for g in groups.values() if len(g) > 1]
+    assert sum(len(g) for g in shared) >= 10  # about half the persons wear another's outfit
+    for group in shared:
+        persons = [people[pid] for pid in group]
+        assert len({p["gender"] for p in persons}) == 1
+        own = {tuple(p[a] for a in ("hair_length", "hair_colour", "skin", "build", "headwear", "glasses"))
+               for p in persons}
+        assert len(own) == len(persons)  # each is a person of their own
+    with pytest.raises(ValueError, match="uniform_fraction=1.0: expected a share in"):
+        generate_synthpedes(tmp_path / "x", uniform_fraction=1.0, **common)

@@ -133,3 +133,18 @@ def near_duplicate(base: Identity, rng: np.random.Generator) -> Identity:
     if name == "bag_colour" and attrs["bag"] == "none":
         attrs["bag"] = "backpack"
     return Identity(**attrs)
+
+
+_OUTFIT = ("upper_type", "upper_colour", "upper_pattern", "inner_colour", "lower_type", "lower_colour", "shoes", "bag",
+           "bag_colour")
+
+
+def uniformed(base: Identity, rng: np.random.Generator) -> Identity:
+    """A different person in ``base``'s outfit (clothes, shoes and bag, as a uniform): the same gender, their own
+    hair, skin, build, headwear and glasses."""
+    while True:
+        own = random_identity(rng)
+        if own.gender == base.gender:
+            break
+    return Identity(**{**asdict(own), **{name: getattr(base, name) for name in _OUTFIT}})
+

@@ -16,7 +16,7 @@ from PIL import Image
 
 from cpcl.data.synth.captions import regional_words, write_caption
 from cpcl.data.synth.cctv import render_cctv
-from cpcl.data.synth.identity import Identity, near_duplicate, random_identity
+from cpcl.data.synth.identity import Identity, near_duplicate, random_identity, uniformed
 from cpcl.data.synth.render import Camera, make_cameras, render_image
 from cpcl.io import atomic_save, atomic_write_text, claim_outputs
 
@@ -82,15 +82,17 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
                         width: int = 64, images_per_id: float = 3.0, captions_per_image: int = 2,
                         val_ids: int = 100, test_ids: int = 200, near_duplicate_fraction: float = 0.15,
                         domain: str = "street", caption_noise: float = 0.08, style: str = "classic",
-                        cameras: int = 0, workers: int | None = None, montage: bool = True, progress: bool = False,
-                        overwrite: bool = False) -> Path:
+                        cameras: int = 0, uniform_fraction: float = 0.0, workers: int | None = None,
+                        montage: bool = True, progress: bool = False, overwrite: bool = False) -> Path:
     """Write SynthPedes to ``out`` in the CUHK-PEDES format (``reid_raw.json`` + ``imgs/``).
 
     Identities are split into train / val / test (``val_ids`` and ``test_ids`` persons held out). ``style``
     is the drawing (``classic`` or ``cctv``); ``domain`` the classic style's scenes and, in both styles, the
     annotators' vocabulary (``street`` annotators also use their own words). ``cameras`` > 0 (classic style):
     every image is taken by one of that many fixed cameras, each with its own scene and colour cast, which
-    no caption mentions; 0: every image has a scene and lighting of its own.
+    no caption mentions; 0: every image has a scene and lighting of its own. ``uniform_fraction``: the share
+    of persons who wear the outfit of an earlier one (clothes, shoes and bag), telling them apart only by
+    hair, skin, build, headwear and glasses.
     Person ids are 1-based like CUHK-PEDES. Returns the path of ``reid_raw.json``. An ``out`` that holds a
     dataset already is refused, unless ``overwrite``.
     """
@@ -98,6 +100,8 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
         raise ValueError(f"unknown SynthPedes domain {domain!r}; choose one of {', '.join(DOMAINS)}")
     if style not in STYLES:
         raise ValueError(f"unknown SynthPedes style {style!r}; choose one of {', '.join(STYLES)}")
+    if not 0 <= uniform_fraction < 1:
+        raise ValueError(f"uniform_fraction={uniform_fraction}: expected a share in [0, 1)")
     if cameras < 0 or (cameras and style != "classic"):
         raise ValueError(f"cameras={cameras}: expected 0, or a number of cameras with the classic style")
     if num_ids <= val_ids + test_ids:
@@ -110,6 +114,8 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
     for _ in range(num_ids):
         if identities and rng.random() < near_duplicate_fraction:
             identities.append(near_duplicate(identities[int(rng.integers(len(identities)))], rng))
+        elif identities and uniform_fraction and rng.random() < uniform_fraction:
+            identities.append(uniformed(identities[int(rng.integers(len(identities)))], rng))
         else:
             identities.append(random_identity(rng))
     order = rng.permutation(num_ids)
@@ -135,7 +141,7 @@ def generate_synthpedes(out: str | Path, num_ids: int = 600, seed: int = 0, *, h
         "height": height, "width": width, "images_per_id": images_per_id,
         "captions_per_image": captions_per_image, "val_ids": val_ids, "test_ids": test_ids,
         "near_duplicate_fraction": near_duplicate_fraction, "domain": domain, "caption_noise": caption_noise,
-        "style": style, "cameras": cameras,
+        "style": style, "cameras": cameras, "uniform_fraction": uniform_fraction,
         "identities": {str(i + 1): asdict(ident) for i, ident in enumerate(identities)},
         "views": {r["file_path"]: r["view"] for recs in results for r in recs},
         **({"camera_of": {r["file_path"]: r["camera"] for recs in results for r in recs}} if cameras else {}),
