@@ -25,7 +25,7 @@ from torch import nn
 
 from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.model.checkpoint import load_checkpoint, model_fingerprint
-from cpcl.model.retrieval_model import RetrievalModel
+from cpcl.model.retrieval_model import RetrievalModel, cut_after_last_end
 
 PARITY_SENTENCES = ["a man in a black jacket and blue jeans",
                     "The woman wears a long red coat, black boots and carries a white handbag on her left arm.",
@@ -54,7 +54,7 @@ class TextEncoder(nn.Module):
 
     def example(self, tokens: torch.Tensor) -> torch.Tensor:
         """Traced with a cut batch when the length is dynamic, with every position otherwise."""
-        return tokens[:, :int(tokens.argmax(dim=-1).max()) + 1] if self.model.truncate_text else tokens
+        return cut_after_last_end(tokens) if self.model.truncate_text else tokens
 
     def dynamic_shapes(self) -> dict:
         if not self.model.truncate_text:

@@ -8,6 +8,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def cut_after_last_end(tokens):
+    """CLIP token ids ``(B, L)`` (a tensor or an array) cut after the batch's last end token: the end token has
+    the largest id in CLIP's vocabulary, and with the causal mask nothing after it changes a feature."""
+    return tokens[:, :int(tokens.argmax(1).max()) + 1]
+
+
 class RetrievalModel(nn.Module):
     """Wraps an open_clip CLIP.
 
@@ -41,8 +47,7 @@ class RetrievalModel(nn.Module):
         """``tokens`` (B, L) CLIP token ids -> (B, D) unit vectors."""
         if not self.truncate_text:
             return F.normalize(self.clip.encode_text(tokens), dim=-1)
-        length = int(tokens.argmax(dim=-1).max()) + 1  # the end token has the largest id in CLIP's vocabulary
-        return self.encode_text_prefix(tokens[:, :length])
+        return self.encode_text_prefix(cut_after_last_end(tokens))
 
     def encode_text_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` (B, L) CLIP token ids cut after the batch's last end token, L ≤ the context length ->

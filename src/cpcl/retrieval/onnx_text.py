@@ -53,6 +53,6 @@ class OnnxTextEncoder:
 
     def __call__(self, tokens: np.ndarray) -> np.ndarray:
         tokens = np.asarray(tokens, dtype=np.int64)
-        if self.dynamic_length:
+        if self.dynamic_length:  # as cpcl.model.retrieval_model.cut_after_last_end (not imported: it loads torch)
             tokens = tokens[:, :int(tokens.argmax(axis=1).max()) + 1]
         return self.session.run(None, {self.input_name: np.ascontiguousarray(tokens)})[0].astype(np.float32)
