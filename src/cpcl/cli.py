@@ -111,7 +111,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cpcl.config import config_from_dict, load_config, resolve_config_path
+    from cpcl.config import load_config, resolve_config_path
     from cpcl.engine.distributed import launched_distributed
 
     if args.resume:
@@ -121,9 +121,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.resume)
         if not (out / "last.pt").is_file():
             raise UsageError(f"cannot resume {out}: no last.pt (no epoch of this run has completed)")
-        from cpcl.model.checkpoint import read_checkpoint
+        from cpcl.model.checkpoint import checkpoint_config, read_checkpoint
 
-        config = config_from_dict(read_checkpoint(out / "last.pt")["config"])
+        config = checkpoint_config(read_checkpoint(out / "last.pt"), out / "last.pt")
     else:
         if not args.config or not args.out:
             raise UsageError("cpcl train needs --config and --out (or --resume RUN_DIR)")

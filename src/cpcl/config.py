@@ -63,6 +63,10 @@ class ModelConfig:
     pretrained: str | None = "cpcl:synthclip-tiny"  # open_clip tag, cpcl:<name>, a local file, or null
     image_size: tuple[int, int] = (128, 64)  # (height, width)
     context_length: int = 77
+    # the transformer blocks' activation: QuickGELU (what OpenAI's CLIP was trained with) or GELU. null: the one
+    # the weights were trained with (QuickGELU for OpenAI's archive and the tags open_clip marks so); a run
+    # records the choice in config.yaml and in every checkpoint, and a model rebuilt from them uses it
+    quick_gelu: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -71,18 +75,31 @@ class AugmentConfig:
     pad: int = 10
     random_erasing: float = 0.5  # probability; 0 disables
     erasing_scale: tuple[float, float] = (0.02, 0.4)
+    # what the erased box is filled with, per channel of the normalised image: 0 is the mean colour of CLIP's
+    # pretraining data; IRRA writes CLIP's mean itself there (0.48145466, 0.4578275, 0.40821073)
+    erasing_value: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """Adam with a bias recipe, linear warm-up then cosine (IRRA's ``solver/``; the real-dataset configs set
+    ``eps: 1.0e-3``, ``bias_rule: name`` and ``schedule: per-epoch``, as IRRA does)."""
+
     lr: float = 1e-5
     bias_lr_factor: float = 2.0
     weight_decay: float = 4e-5
     weight_decay_bias: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8  # Adam's epsilon (IRRA: 1e-3)
+    # which parameters get the bias recipe (lr x bias_lr_factor, weight_decay_bias): "1d", every bias and every
+    # 1-D parameter (norm gains, class embedding); "name", those whose name contains "bias" (IRRA)
+    bias_rule: typing.Literal["1d", "name"] = "1d"
     warmup_epochs: int = 5
     warmup_start_factor: float = 0.1
     min_lr_factor: float = 0.0
+    # how often the learning rate moves: every optimiser step, or once per epoch (IRRA: the rate of epoch e is
+    # the schedule's value at e, held for the whole epoch)
+    schedule: typing.Literal["per-step", "per-epoch"] = "per-step"
 
 
 @dataclass(frozen=True)
@@ -246,7 +263,7 @@ def inconsistencies(config: Config) -> list[str]:
         if value < low:
             out.append(f"{key} must be at least {low}, got {value}")
     for key, value in (("loss.temperature", loss.temperature), ("memory.temperature", config.memory.temperature),
-                       ("cluster.eps", c.eps), ("optim.lr", config.optim.lr)):
+                       ("cluster.eps", c.eps), ("optim.lr", config.optim.lr), ("optim.eps", config.optim.eps)):
         if value <= 0:
             out.append(f"{key} must be positive, got {value}")
     for key, value in (("memory.momentum", config.memory.momentum),

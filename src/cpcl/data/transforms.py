@@ -55,6 +55,6 @@ def build_train_transform(pre: Preprocess, aug: AugmentConfig) -> T.Compose:
         steps += [T.Pad(aug.pad), T.RandomCrop(pre.image_size)]
     steps += [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
     if aug.random_erasing > 0:
-        # value 0 on the normalised tensor = the dataset mean colour
-        steps.append(T.RandomErasing(p=aug.random_erasing, scale=aug.erasing_scale, value=0))
+        # on the normalised tensor: (0, 0, 0) is the mean colour; IRRA's value is CLIP's mean itself
+        steps.append(T.RandomErasing(p=aug.random_erasing, scale=aug.erasing_scale, value=list(aug.erasing_value)))
     return T.Compose(steps)

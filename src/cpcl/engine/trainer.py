@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,14 @@ from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.evaluation.metrics import chance_metrics
 from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.model.backbone import build_tokenizer
-from cpcl.model.checkpoint import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from cpcl.model.checkpoint import (
+    build_model,
+    checkpoint_config,
+    load_checkpoint,
+    read_checkpoint,
+    resolve_activation,
+    save_checkpoint,
+)
 from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
@@ -135,9 +142,12 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     if not evaluate_test:
         data.test = None
     steps_per_epoch = _steps_per_epoch(config.train, len(data.train_set), dist)
+    if saved is not None:  # the network that was trained: its activation as last.pt records it
+        config = replace(config, model=checkpoint_config(saved, out / "last.pt").model)
+    model = build_model(config.model, pretrained=saved is None).to(device)
+    config = resolve_activation(config, model)  # recorded in config.yaml and in every checkpoint
     if dist.is_main:
         save_config(config, out / "config.yaml")
-    model = build_model(config.model, pretrained=saved is None).to(device)
     # the instance loss uses loss.temperature: CLIP's learnable logit scale takes no part in training
     if isinstance(getattr(model.clip, "logit_scale", None), torch.nn.Parameter):
         model.clip.logit_scale.requires_grad_(False)

@@ -115,6 +115,12 @@ def resize_visual_pos_embed(pos: torch.Tensor, grid: tuple[int, int]) -> torch.T
     return torch.cat([cls_pos, grid_pos], dim=0)
 
 
+def _names_a_file(pretrained: str) -> bool:
+    """Whether a weights spec is a path (it exists, or has a folder or a suffix) rather than a tag."""
+    return Path(pretrained).expanduser().exists() or any(sep in pretrained for sep in "/\\") \
+        or bool(Path(pretrained).suffix)
+
+
 def _resolve_weights(arch: str, pretrained: str) -> tuple[Path, str]:
     """Map a weights spec to a local file and the architecture it belongs to."""
     if pretrained.startswith("cpcl:"):
@@ -128,9 +134,8 @@ def _resolve_weights(arch: str, pretrained: str) -> tuple[Path, str]:
         if not path.is_file():
             raise WeightsError(f"{pretrained}: {path} is missing; recreate it with `cpcl pretrain` (README)")
         return path, arch
-    candidate = Path(pretrained).expanduser()
-    if candidate.exists() or any(sep in pretrained for sep in "/\\") or candidate.suffix:
-        return candidate, arch
+    if _names_a_file(pretrained):
+        return Path(pretrained).expanduser(), arch
     tags = open_clip.list_pretrained_tags_by_model(arch)
     if pretrained not in tags:
         raise WeightsError(f"{pretrained!r} is neither a file nor a pretrained tag of {arch} "
@@ -144,19 +149,76 @@ def _resolve_weights(arch: str, pretrained: str) -> tuple[Path, str]:
     return Path(path), arch
 
 
+def weights_quick_gelu(arch: str, pretrained: str | None) -> bool | None:
+    """Whether the weights ``pretrained`` were trained with QuickGELU.
+
+    OpenAI's archive (a file that is a TorchScript archive) and the pretrained tags open_clip marks so
+    (``openai``, ``metaclip_*`` ...) -> True; a cpcl checkpoint -> the activation its config records; random
+    initialisation, ``cpcl:`` weights, other tags and plain state dicts (nothing in them says QuickGELU) ->
+    False. None where the spec names a file that is not on disk, or nothing cpcl can read.
+    """
+    if not pretrained or pretrained.startswith("cpcl:"):
+        return False
+    candidate = Path(pretrained).expanduser()
+    if candidate.is_file():
+        return True if _is_torchscript(candidate) else _checkpoint_quick_gelu(candidate)
+    if _names_a_file(pretrained):
+        return None
+    _register_archs()
+    try:
+        return bool(open_clip.get_pretrained_cfg(arch, pretrained).get("quick_gelu", False))
+    except Exception:  # not a tag of this architecture: build_clip names the problem
+        return None
+
+
+def recorded_quick_gelu(model_cfg: dict) -> tuple[bool, bool]:
+    """The activation a checkpoint's model config records -> ``(quick_gelu, certain)``.
+
+    Checkpoints written before cpcl recorded it (``quick_gelu`` absent or null) were built with QuickGELU
+    exactly when their weights were OpenAI's archive or the ``openai`` tag; that is certain unless the
+    weights file named in the config is no longer on disk (then GELU is assumed and ``certain`` is False).
+    """
+    if model_cfg.get("quick_gelu") is not None:
+        return bool(model_cfg["quick_gelu"]), True
+    pretrained = model_cfg.get("pretrained")
+    if not pretrained or pretrained.startswith("cpcl:") or not _names_a_file(pretrained):
+        return pretrained == "openai", True
+    path = Path(pretrained).expanduser()
+    return (path.is_file() and _is_torchscript(path)), path.is_file()
+
+
+def _checkpoint_quick_gelu(path: Path) -> bool | None:
+    """The activation of a cpcl checkpoint used as weights; False for any other state dict."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj.get("config"), dict):
+        return recorded_quick_gelu(obj["config"].get("model", {}))[0]
+    return False
+
+
+def uses_quick_gelu(clip: nn.Module) -> bool:
+    """Whether a built CLIP's transformer blocks use QuickGELU (OpenAI's activation) rather than GELU."""
+    return any(isinstance(m, open_clip.model.QuickGELU) for m in clip.modules())
+
+
 def build_clip(arch: str, image_size: tuple[int, int], pretrained: str | None = None,
                quick_gelu: bool | None = None) -> nn.Module:
-    """Create an open_clip CLIP of ``arch`` at ``image_size`` (H, W) and load ``pretrained`` into it."""
+    """Create an open_clip CLIP of ``arch`` at ``image_size`` (H, W) and load ``pretrained`` into it.
+
+    ``quick_gelu`` None chooses the activation the weights were trained with (:func:`weights_quick_gelu`;
+    GELU where that is not certain); :func:`uses_quick_gelu` tells which one a model has.
+    """
     _register_archs()
     if arch not in open_clip.list_models():
         raise WeightsError(f"unknown architecture {arch!r}; e.g. ViT-B-16, cpcl-vit-tiny (see `cpcl archs`)")
-    state, is_openai_jit = None, False
+    state = None
     if pretrained:
         path, arch = _resolve_weights(arch, pretrained)
         state, is_openai_jit = read_state_dict(path)
         if quick_gelu is None:
-            # OpenAI's weights were trained with QuickGELU; so were open_clip's "openai" tag and archive
-            quick_gelu = is_openai_jit or pretrained == "openai"
+            quick_gelu = is_openai_jit or bool(weights_quick_gelu(arch, pretrained))
     with _quiet_root_logger():  # open_clip warns "initialized randomly" even when we load weights next
         model = open_clip.create_model(arch, pretrained=None, force_image_size=tuple(image_size),
                                        force_quick_gelu=bool(quick_gelu))

@@ -5,9 +5,11 @@ Writes are atomic: a run killed mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
+import logging
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,10 @@ from cpcl.config import Config, ModelConfig, config_from_dict
 from cpcl.data.transforms import Preprocess
 from cpcl.errors import CpclError
 from cpcl.io import atomic_write_bytes, claim_output_file
-from cpcl.model.backbone import build_clip, build_tokenizer
+from cpcl.model.backbone import build_clip, build_tokenizer, recorded_quick_gelu, uses_quick_gelu
 from cpcl.model.retrieval_model import RetrievalModel
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "cpcl-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -30,6 +34,8 @@ class CheckpointError(CpclError, RuntimeError):
 
 
 def save_checkpoint(path: str | Path, model: RetrievalModel, config: Config, **extra: Any) -> None:
+    """Write ``model``'s weights with ``config`` (its activation recorded from ``model``) atomically."""
+    config = resolve_activation(config, model)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config.to_dict(),
                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
     buf = io.BytesIO()
@@ -56,15 +62,55 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def build_model(model: ModelConfig, pretrained: str | None | bool = True) -> RetrievalModel:
-    """The retrieval model ``model`` describes; ``pretrained=False`` skips loading its weights."""
+    """The retrieval model ``model`` describes; ``pretrained=False`` skips loading its weights.
+
+    The activation is ``model.quick_gelu``; where that is None, the one ``model.pretrained`` was trained with
+    (:func:`~cpcl.model.backbone.weights_quick_gelu`), also when the weights are not loaded."""
     weights = model.pretrained if pretrained is True else (pretrained or None)
-    return RetrievalModel(build_clip(model.arch, model.image_size, weights))
+    quick_gelu = model.quick_gelu
+    if quick_gelu is None and not weights:
+        quick_gelu = recorded_quick_gelu(dataclasses.asdict(model))[0]
+    return RetrievalModel(build_clip(model.arch, model.image_size, weights, quick_gelu=quick_gelu))
+
+
+def resolve_activation(config: Config, model: RetrievalModel) -> Config:
+    """``config`` with ``model.quick_gelu`` set to the activation ``model`` was built with (what a run records)."""
+    model_cfg = dataclasses.replace(config.model, quick_gelu=uses_quick_gelu(model.clip))
+    return dataclasses.replace(config, model=model_cfg)
+
+
+_told_unrecorded: set[str] = set()
+
+
+def checkpoint_config(payload: dict[str, Any], path: str | Path) -> Config:
+    """The config of a checkpoint, with the activation its model was trained with.
+
+    A checkpoint written before cpcl recorded ``model.quick_gelu`` gets it from the weights spec in its
+    config (said once per file); where that spec no longer makes it certain, GELU, with a warning."""
+    config = config_from_dict(payload["config"])
+    if config.model.quick_gelu is not None:
+        return config
+    quick_gelu, certain = recorded_quick_gelu(payload["config"].get("model", {}))
+    name = "QuickGELU" if quick_gelu else "GELU"
+    if str(path) not in _told_unrecorded:
+        _told_unrecorded.add(str(path))
+        if certain:
+            log.info("%s was written before cpcl recorded the activation: %s, from its weights spec "
+                     "(model.pretrained=%s)", path, name, config.model.pretrained)
+        else:
+            log.warning("%s was written before cpcl recorded the activation, and its weights file %s is not on "
+                        "disk to tell: assuming GELU (if it was trained from OpenAI's archive, put that file back "
+                        "at that path)", path, config.model.pretrained)
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, quick_gelu=quick_gelu))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
-    """Rebuild the model of a checkpoint -> ``(model, tokenizer, preprocess, config, payload)``."""
+    """Rebuild the model of a checkpoint -> ``(model, tokenizer, preprocess, config, payload)``.
+
+    The model is the network that was trained: architecture, input size and activation from the
+    checkpoint's config (:func:`checkpoint_config`)."""
     payload = read_checkpoint(path)
-    config = config_from_dict(payload["config"])
+    config = checkpoint_config(payload, path)
     model = build_model(config.model, pretrained=False)
     missing, unexpected = model.load_state_dict(payload["model"], strict=False)
     if missing or unexpected:
