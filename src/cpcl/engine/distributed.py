@@ -168,6 +168,15 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (picklable objects; through gloo on a CUDA run)."""
+    if not info.enabled:
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
     """Rank 0's parameters and buffers of ``module`` on every rank, in place (on the rank's device)."""
     if not info.enabled:

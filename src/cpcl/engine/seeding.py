@@ -1,4 +1,5 @@
-"""One place that seeds every random number generator, and per-(seed, epoch) local generators."""
+"""One place that seeds every random number generator, per-rank streams, and per-(seed, epoch) local
+generators."""
 
 from __future__ import annotations
 
@@ -17,3 +18,18 @@ def seed_everything(seed: int) -> None:
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A generator for the sampler of one epoch: order depends only on (seed, epoch)."""
     return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of one rank's own streams: ``seed`` on rank 0 (a single-process run is rank 0), and a seed drawn
+    from ``(seed, rank)`` on the others."""
+    return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+def seed_rank_streams(seed: int, rank: int) -> None:
+    """After every rank has built the same model from ``seed``: each rank other than 0 reseeds the generators
+    its augmentations draw from (and its DataLoader workers' seeds, drawn from torch's generator each epoch),
+    so ranks augment differently, as open_clip's ``random_seed(seed, rank)`` and IRRA's ``set_seed(1 + rank)``
+    do. Rank 0 keeps its stream: a run on N ranks augments rank 0's share as the single-process run would."""
+    if rank:
+        seed_everything(rank_seed(seed, rank))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import random
 from dataclasses import dataclass, field
@@ -12,7 +13,9 @@ import numpy as np
 import torch
 
 from cpcl.config import Config
+from cpcl.engine.distributed import DistInfo, gather_objects
 from cpcl.engine.objective import Objective
+from cpcl.engine.seeding import seed_rank_streams
 from cpcl.model.checkpoint import read_checkpoint, save_checkpoint
 from cpcl.model.retrieval_model import RetrievalModel
 
@@ -43,8 +46,9 @@ class RunState:
     zero_shot_val: dict[str, Any] | None = None
     test_reference: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Checkpoint entries besides the model weights (which every checkpoint holds)."""
+    def state_dict(self, rank_rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Checkpoint entries besides the model weights (which every checkpoint holds). ``rank_rngs``: the random
+        states of every rank, in rank order (a distributed run's ranks augment from streams of their own)."""
         labels = self.objective.labels  # the epoch's pseudo labels, kept for inspection; not restored
         run = {"best_score": self.best_score, "best_epoch": self.best_epoch, "history": self.history,
                "stale_epochs": self.stale_epochs, "backed_off": self.backed_off,
@@ -53,12 +57,13 @@ class RunState:
                "zero_shot_val": self.zero_shot_val, "zero_shot_row": zero_shot_row(self.zero_shot_val),
                "test_reference": dict(self.test_reference), **self.objective.state_dict(),
                "labels": None if labels is None else {"image": labels.image, "text": labels.text},
-               "rng": rng_state()}
+               "rng": rng_state(), "rank_rngs": rank_rngs}
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "run": run}
 
-    def load_state_dict(self, payload: dict[str, Any]) -> None:
-        """Restore from a ``last.pt`` payload (model weights included) and the random states it holds."""
+    def load_state_dict(self, payload: dict[str, Any], rank: int = 0) -> None:
+        """Restore from a ``last.pt`` payload (model weights included) and the random states it holds: rank
+        ``rank``'s own where the run saved those of several ranks."""
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -72,11 +77,17 @@ class RunState:
         self.previous_labels = None if previous is None else tuple(x.numpy() for x in previous)
         self.zero_shot_val = run["zero_shot_val"]
         self.test_reference = dict(run["test_reference"])
-        set_rng_state(run["rng"])
+        rank_rngs = run.get("rank_rngs") or [run["rng"]]
+        if rank < len(rank_rngs):
+            set_rng_state(rank_rngs[rank])
+        else:  # resumed on more ranks than the run had: this rank's stream from (epoch, rank)
+            set_rng_state(run["rng"])
+            seed_rank_streams(self.epoch, rank)
 
-    def save(self, path: Path, config: Config, val: dict[str, Any] | None) -> None:
+    def save(self, path: Path, config: Config, val: dict[str, Any] | None,
+             rank_rngs: list[dict[str, Any]] | None = None) -> None:
         """Write the state as a checkpoint, atomically."""
-        save_checkpoint(path, self.model, config, epoch=self.epoch, val=val, **self.state_dict())
+        save_checkpoint(path, self.model, config, epoch=self.epoch, val=val, **self.state_dict(rank_rngs))
 
     def metrics_rows(self) -> list[dict[str, Any]]:
         """``metrics.jsonl`` as of this state: the zero-shot row, then one row per completed epoch."""
@@ -104,6 +115,16 @@ def rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def gather_rng_states(dist: DistInfo) -> list[dict[str, Any]] | None:
+    """Every rank's :func:`rng_state`, in rank order, on every rank (None when not distributed). Sent as the
+    bytes ``torch.save`` writes: object collectives cannot unpickle tensors."""
+    if not dist.enabled:
+        return None
+    buf = io.BytesIO()
+    torch.save(rng_state(), buf)
+    return [torch.load(io.BytesIO(b), weights_only=True) for b in gather_objects(buf.getvalue(), dist)]
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

@@ -40,8 +40,8 @@ from cpcl.engine.objective import Objective
 from cpcl.engine.optim import build_optimizer, build_scheduler
 from cpcl.engine.pseudo import LABELS_DIR, make_pseudo_labels
 from cpcl.engine.report import epoch_summary, plot_curves, results_table
-from cpcl.engine.seeding import epoch_generator, seed_everything
-from cpcl.engine.state import RunState, read_resume_state
+from cpcl.engine.seeding import epoch_generator, seed_everything, seed_rank_streams
+from cpcl.engine.state import RunState, gather_rng_states, read_resume_state
 from cpcl.engine.steps import forward_backward
 from cpcl.engine.tensorboard import TensorBoardLog, require_tensorboard
 from cpcl.evaluation.evaluate import EvalSplit
@@ -146,6 +146,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         config = replace(config, model=checkpoint_config(saved, out / "last.pt").model)
     model = build_model(config.model, pretrained=saved is None).to(device)
     config = resolve_activation(config, model)  # recorded in config.yaml and in every checkpoint
+    seed_rank_streams(config.train.seed, dist.rank)  # the same model on every rank; augmentations of its own
     if dist.is_main:
         save_config(config, out / "config.yaml")
     # the instance loss uses loss.temperature: CLIP's learnable logit scale takes no part in training
@@ -154,7 +155,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     state = build_run_state(config, model, steps_per_epoch, device, dist)
     train_model = _wrap_distributed(model, device, dist)
     if saved is not None:
-        state.load_state_dict(saved)
+        state.load_state_dict(saved, dist.rank)
         log.info("resuming %s after epoch %d", out, state.epoch)
     else:
         _reference_metrics(state, data, device, config.train.eval_batch_size)
@@ -168,8 +169,9 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
             save_checkpoint(out / "best.pt", model, config, epoch=epoch, val=row.val)
         if epoch < config.train.epochs:  # at the last epoch nothing is left to train without the pseudo labels
             back_off_if_stale(config.cluster.backoff_patience, state, row, out / "best.pt", dist)
+        rank_rngs = gather_rng_states(dist)  # each rank's own streams, for --resume
         if dist.is_main:
-            state.save(out / "last.pt", config, val=row.val)
+            state.save(out / "last.pt", config, val=row.val, rank_rngs=rank_rngs)
             with (out / "metrics.jsonl").open("a") as fh:
                 fh.write(json.dumps(row.as_dict()) + "\n")
             if board is not None:
