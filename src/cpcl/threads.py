@@ -29,19 +29,42 @@ def short_spin_waits() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
 
 
+LABEL_THREADS_ENV = "CPCL_LABEL_THREADS"
+
+
+def labelling_threads(distributed: bool) -> int:
+    """Threads for pseudo labelling (k-NN, Jaccard distances, DBSCAN, OPLM).
+
+    One process: PyTorch's thread count. Under torchrun every process gets ``OMP_NUM_THREADS=1`` (torchrun's
+    default with several processes per node), yet rank 0 labels alone while the other ranks wait for its
+    labels: it takes every core this process may run on. ``CPCL_LABEL_THREADS`` overrides both.
+    """
+    import torch
+
+    if os.environ.get(LABEL_THREADS_ENV):
+        return max(1, int(os.environ[LABEL_THREADS_ENV]))
+    if not distributed:
+        return torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
 @contextlib.contextmanager
-def library_threads() -> Iterator[int]:
-    """Run numba and faiss work with PyTorch's thread count, and restore that count afterwards."""
+def library_threads(threads: int | None = None) -> Iterator[int]:
+    """Run PyTorch, numba and faiss work with ``threads`` threads (default: PyTorch's count), and give PyTorch
+    its count back afterwards."""
     import faiss
     import numba
     import torch
 
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
+    threads = threads or before
     numba_before = numba.get_num_threads()
+    torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     faiss.omp_set_num_threads(threads)
     try:
         yield threads
     finally:
         numba.set_num_threads(numba_before)
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)

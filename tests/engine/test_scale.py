@@ -205,6 +205,9 @@ def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path):
                str(tmp_path / name), "--set", f"train.accumulate={accumulate}", "--device", "cpu", "--no-progress"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        # under torchrun (OMP_NUM_THREADS=1) rank 0 still labels on every core this machine gives it
+        threads = len(os.sched_getaffinity(0)) if nproc == "2" else 1
+        assert f"labelling on {threads} thread(s)" in proc.stderr, proc.stderr[-2000:]
     one = read_checkpoint(tmp_path / "one" / "last.pt")
     two = read_checkpoint(tmp_path / "two" / "last.pt")
     diff = _max_weight_difference(one["model"], two["model"])

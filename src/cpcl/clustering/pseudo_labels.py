@@ -87,18 +87,19 @@ def summarise(labels: np.ndarray) -> ClusterResult:
 
 def cluster_features(features: np.ndarray, distance: str = "jaccard", k1: int = 30, k2: int = 6,
                      eps: float = 0.6, min_samples: int = 4, device=None, name: str = "",
-                     knn_convention: str = "zhong") -> ClusterResult:
+                     knn_convention: str = "zhong", threads: int | None = None) -> ClusterResult:
     """Cluster L2-normalised ``features`` (N, D) into pseudo identities (-1 = outlier).
 
-    The k-NN runs on ``device`` when it is a CUDA device (faiss otherwise), numba and faiss with the
-    process's PyTorch thread count (:func:`cpcl.threads.library_threads`). Each phase is logged with its
-    seconds (``name`` prefixes the lines). A hub-dominated neighbour graph (collapsed or badly initialised
-    features) is not clustered: every sample comes back an outlier, with ``skipped`` saying what was seen.
+    The k-NN runs on ``device`` when it is a CUDA device (faiss otherwise); PyTorch, numba and faiss with
+    ``threads`` threads (default: the process's PyTorch thread count; :func:`cpcl.threads.library_threads`).
+    Each phase is logged with its seconds (``name`` prefixes the lines). A hub-dominated neighbour graph
+    (collapsed or badly initialised features) is not clustered: every sample comes back an outlier, with
+    ``skipped`` saying what was seen.
     """
     n = len(features)
     seconds: dict[str, float] = {}
     prefix = f"{name} " if name else ""
-    with library_threads():
+    with library_threads(threads):
         with phase(log, f"{prefix}k-NN ({n} samples)", seconds):
             knn = knn_inner_product(features, max(min(k1, max(n - 1, 0)) + 1, k2), device) if n > 1 else None
         try:
