@@ -26,6 +26,7 @@ from cpcl.evaluation.diagnostics import pseudo_label_quality, recovery_purity
 from cpcl.io import atomic_write_bytes
 from cpcl.model.encode import encode_images, encode_texts
 from cpcl.model.retrieval_model import RetrievalModel
+from cpcl.threads import labelling_threads, library_threads
 from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
@@ -118,15 +119,18 @@ def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: 
     time_extract = time.perf_counter() - t0
     labels = None
     if dist.is_main:
+        threads = labelling_threads(dist.enabled)
+        log.info("labelling on %d thread(s)%s", threads, " (rank 0 labels, the other ranks wait)" if dist.enabled
+                 else "")
         labels = _cluster(f_img, f_txt, train_set.caption_to_image, cluster, oplm, supervised_ids, report_ids,
-                          device)
+                          device, threads)
         labels.stats["time_extract"] = time_extract
     return broadcast_object(labels, dist), f_img, f_txt
 
 
 def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, cluster: ClusterConfig,
              oplm: OplmConfig, supervised_ids: np.ndarray | None, report_ids: np.ndarray | None,
-             device: torch.device | None = None) -> EpochLabels:
+             device: torch.device | None = None, threads: int | None = None) -> EpochLabels:
     stats: dict[str, Any] = {}
     t1 = time.perf_counter()
     skipped, recovered = {}, {}
@@ -136,7 +140,8 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, clus
     else:
         feats_img, feats_txt = _fuse(f_img, f_txt, owner) if cluster.fuse_modalities else (f_img, f_txt)
         kwargs = dict(distance=cluster.distance, k1=cluster.k1, k2=cluster.k2, eps=cluster.eps,
-                      min_samples=cluster.min_samples, device=device, knn_convention=cluster.knn_convention)
+                      min_samples=cluster.min_samples, device=device, knn_convention=cluster.knn_convention,
+                      threads=threads)
         results = {"image": cluster_features(feats_img.numpy(), name="image", **kwargs),
                    "text": cluster_features(feats_txt.numpy(), name="text", **kwargs)}
         y_img, y_txt = results["image"].labels, results["text"].labels
@@ -152,8 +157,9 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, clus
         log.warning("%s clustering skipped for this epoch (%s): it trains the instance loss only", name, reason)
         stats["degenerate"] = f"{name}: {reason}"
         return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False)
-    if oplm.enabled and supervised_ids is None:
-        with phase(log, "OPLM", stats.setdefault("phase_seconds", {})):
+    reason = _degenerate(y_img, y_txt, cluster, supervised_ids)  # before mining: a rejected clustering is not mined
+    if oplm.enabled and supervised_ids is None and reason is None:
+        with phase(log, "OPLM", stats.setdefault("phase_seconds", {})), library_threads(threads):
             mined = mine_outliers(y_img, y_txt, f_img.numpy(), f_txt.numpy(), owner.numpy(), oplm.threshold)
         stats["image_recovered"] = int(mined.image_recovered.size)
         stats["text_recovered"] = int(mined.text_recovered.size)
@@ -161,14 +167,26 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, clus
             stats.update(recovery_purity(mined, report_ids, owner.numpy()))
         y_img, y_txt = mined.image_labels, mined.text_labels
         recovered = {"image_recovered": mined.image_recovered, "text_recovered": mined.text_recovered}
+        reason = _degenerate(y_img, y_txt, cluster, supervised_ids)  # mining can grow a cluster past the limit
     if report_ids is not None:
         stats.update({f"image_{k}": v for k, v in pseudo_label_quality(y_img, report_ids).items()})
         stats.update({f"text_{k}": v for k, v in pseudo_label_quality(y_txt, report_ids[owner.numpy()]).items()})
-    for name, y in (("image", y_img), ("text", y_txt)):
-        reason = summarise(y).degenerate(cluster.max_cluster_fraction)
-        if reason and supervised_ids is None:
-            log.warning("%s clustering is degenerate (%s): this epoch trains the instance loss only", name, reason)
-            stats["degenerate"] = f"{name}: {reason}"
-            return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False, **recovered)
+    if reason is not None:
+        log.warning("%s clustering is degenerate (%s): this epoch trains the instance loss only", *reason)
+        stats["degenerate"] = "{}: {}".format(*reason)
+        return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False, **recovered)
     return EpochLabels(torch.as_tensor(y_img, dtype=torch.long), torch.as_tensor(y_txt, dtype=torch.long), stats,
                        **recovered)
+
+
+def _degenerate(y_img: np.ndarray, y_txt: np.ndarray, cluster: ClusterConfig,
+                supervised_ids: np.ndarray | None) -> tuple[str, str] | None:
+    """``(modality, why)`` of the first modality whose clustering cannot train prototypes; None when both can
+    (the true identities of the upper bound always can)."""
+    if supervised_ids is not None:
+        return None
+    for name, y in (("image", y_img), ("text", y_txt)):
+        reason = summarise(y).degenerate(cluster.max_cluster_fraction)
+        if reason:
+            return name, reason
+    return None
