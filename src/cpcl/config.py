@@ -51,7 +51,9 @@ class DataConfig:
     root: str = "data/synthpedes"
     synth: SynthConfig = field(default_factory=SynthConfig)
     num_workers: int = 0
-    cache_images: bool = True  # keep decoded training images in memory (small datasets)
+    # keep decoded training images in memory (small datasets); with num_workers > 0 every image is decoded once
+    # before the first epoch, in the main process, and the workers of every epoch read that cache
+    cache_images: bool = True
     # for a dataset without a val split (ICFG-PEDES): move this many persons of the training split, all their
     # images, into val (a fixed seeded draw, the same for every run); they are not trained on. 0: off
     val_ids_from_train: int = 0

@@ -42,3 +42,28 @@ def test_eval_split_layout(tiny_synth):
     assert len(paths) == len(records) == len(gallery_ids)
     assert len(captions) == len(query_ids) == 2 * len(records)
     assert set(query_ids.tolist()) == set(gallery_ids.tolist())
+
+
+def test_image_cache_holds_across_epochs_with_workers(tiny_synth, tmp_path):
+    """With DataLoader workers the cache is filled once in the main process: the workers of every later epoch
+    (and the feature extraction) read it, so the image files are not read again."""
+    import shutil
+
+    from cpcl.engine.distributed import SINGLE
+    from cpcl.engine.objective import Objective
+    from cpcl.engine.trainer import _loader, load_train_data
+    from cpcl.model.checkpoint import build_model
+    from cpcl.model.encode import encode_images
+    from tests.conftest import tiny_config
+
+    data = shutil.copytree(tiny_synth, tmp_path / "data")
+    config = tiny_config(data, "data.num_workers=2", "data.cache_images=true", "train.max_steps_per_epoch=2")
+    train_data = load_train_data(config, SINGLE, progress=False)
+    shutil.rmtree(data / "imgs")  # from here on, only the cache holds the training images
+    objective = Objective(64, config.loss, config.memory, torch.device("cpu"), SINGLE, True)
+    for epoch in (1, 2):
+        batches = list(_loader(train_data.train_set, objective, config, epoch, 2, torch.device("cpu"), SINGLE))
+        assert len(batches) == 2 and batches[0]["image"].shape[1:] == (3, 64, 32)
+    model = build_model(config.model, pretrained=False)
+    features = encode_images(model, train_data.extract_set, torch.device("cpu"), 32, num_workers=2)
+    assert features.shape[0] == len(train_data.train_set.images)

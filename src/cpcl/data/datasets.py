@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from cpcl.data.records import ImageRecord
 
@@ -27,7 +28,12 @@ def read_image(path: Path) -> Image.Image:
 
 
 class ImageStore:
-    """Reads images by index; optionally keeps decoded images in memory (small datasets, many epochs)."""
+    """Reads images by index; optionally keeps decoded images in memory (small datasets, many epochs).
+
+    The cache lives in the process that reads. DataLoader worker processes are started anew every epoch,
+    so a cache they filled would be lost with them: :meth:`fill` decodes every image once, in this process
+    (with worker processes of its own), before any loader starts, and the workers inherit it.
+    """
 
     def __init__(self, paths: Sequence[Path], cache: bool = False):
         self.paths = list(paths)
@@ -35,6 +41,25 @@ class ImageStore:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    @property
+    def caches(self) -> bool:
+        return self._cache is not None
+
+    def fill(self, num_workers: int = 0, progress: bool = False) -> None:
+        """Decode every image not cached yet into the cache (a no-op without a cache)."""
+        if self._cache is None:
+            return
+        todo = [i for i, arr in enumerate(self._cache) if arr is None]
+        if not todo:
+            return
+        loader = DataLoader(_Decode(self.paths, todo), batch_size=64, num_workers=num_workers,
+                            collate_fn=_as_list)
+        with tqdm(total=len(todo), desc="cache images", disable=None if progress else True, leave=False) as bar:
+            for batch in loader:
+                for index, arr in batch:
+                    self._cache[index] = arr
+                bar.update(len(batch))
 
     def get(self, index: int) -> Image.Image:
         if self._cache is None:
@@ -44,6 +69,24 @@ class ImageStore:
             arr = np.asarray(read_image(self.paths[index]))
             self._cache[index] = arr
         return Image.fromarray(arr)
+
+
+class _Decode(Dataset):
+    """``(index, decoded RGB array)`` of the images ``todo`` of ``paths``."""
+
+    def __init__(self, paths: Sequence[Path], todo: Sequence[int]):
+        self.paths, self.todo = paths, todo
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, position: int) -> tuple[int, np.ndarray]:
+        index = self.todo[position]
+        return index, np.asarray(read_image(self.paths[index]))
+
+
+def _as_list(batch: list) -> list:
+    return batch
 
 
 class TrainPairs(Dataset):

@@ -206,6 +206,9 @@ def load_train_data(config: Config, dist: DistInfo, progress: bool) -> TrainData
     preprocess = Preprocess.of(config.model)
     train_set = TrainPairs(train_records, tokenizer, build_train_transform(preprocess, config.augment),
                            cache_images=config.data.cache_images)
+    if train_set.images.caches and config.data.num_workers:  # workers end with each epoch: fill it here, once
+        with phase(log, f"cache {len(train_set.images)} training images"):
+            train_set.images.fill(config.data.num_workers, progress)
     ids = [r.person_id for r in train_records]
     report_ids = None if any(i is None for i in ids) else np.asarray(ids, dtype=np.int64)
     if config.train.supervised and report_ids is None:
