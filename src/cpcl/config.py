@@ -69,6 +69,9 @@ class ModelConfig:
     # the weights were trained with (QuickGELU for OpenAI's archive and the tags open_clip marks so); a run
     # records the choice in config.yaml and in every checkpoint, and a model rebuilt from them uses it
     quick_gelu: bool | None = None
+    # how images of another size are resized to image_size (part of the preprocessing that travels with the
+    # weights): bicubic, as CLIP's own preprocessing; IRRA's transforms resize bilinearly (torchvision's default)
+    resize: typing.Literal["bicubic", "bilinear"] = "bicubic"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 from torchvision import transforms as T
 
 from cpcl.config import OptimConfig, load_config, resolve_config_path
-from cpcl.data.transforms import Preprocess, build_train_transform
+from cpcl.data.transforms import Preprocess, build_eval_transform, build_train_transform
 from cpcl.engine.optim import build_optimizer, build_scheduler, lr_factor
 from cpcl.model.checkpoint import build_model
 
@@ -97,14 +97,19 @@ def test_real_configs_train_with_irra_recipe(vit_b16, dataset):
 
 @pytest.mark.parametrize("dataset", sorted(STEPS_PER_EPOCH))
 def test_real_configs_augment_as_irra(dataset):
-    """datasets/build.py with --img_aug: flip 0.5, pad 10, random crop, normalise, RandomErasing(scale=(0.02,
-    0.4), value=CLIP's mean) with its default p=0.5. (The resize's interpolation is a listed departure.)"""
+    """datasets/build.py with --img_aug: resize (torchvision's default, bilinear), flip 0.5, pad 10, random crop,
+    normalise, RandomErasing(scale=(0.02, 0.4), value=CLIP's mean) with its default p=0.5; eval: the resize."""
     config = load_config(resolve_config_path(f"{dataset}_vitb16_cpcl"))
     steps = build_train_transform(Preprocess.of(config.model), config.augment).transforms
     kinds = [type(s).__name__ for s in steps]
     assert kinds == ["ResizeIfNeeded", "RandomHorizontalFlip", "Pad", "RandomCrop", "ToTensor", "Normalize",
                      "RandomErasing"]
-    flip, pad, crop, erase = steps[1], steps[2], steps[3], steps[6]
+    resize, flip, pad, crop, erase = steps[0], steps[1], steps[2], steps[3], steps[6]
+    irra_resize = T.Resize((384, 128))
+    assert resize.resize.interpolation == irra_resize.interpolation == T.InterpolationMode.BILINEAR
+    assert resize.resize.antialias == irra_resize.antialias
+    eval_resize = build_eval_transform(Preprocess.of(config.model)).transforms[0]
+    assert eval_resize.resize.interpolation == T.InterpolationMode.BILINEAR
     assert flip.p == 0.5 and pad.padding == 10 and tuple(crop.size) == (384, 128)
     reference = T.RandomErasing(scale=(0.02, 0.4), value=CLIP_MEAN)
     assert (erase.p, erase.scale, erase.ratio) == (reference.p, reference.scale, reference.ratio)

@@ -22,18 +22,20 @@ class Preprocess:
     image_size: tuple[int, int]  # (height, width)
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
+    resize: str = "bicubic"  # interpolation to image_size: bicubic | bilinear
 
     @classmethod
     def of(cls, model: ModelConfig) -> Preprocess:
-        return cls(image_size=tuple(model.image_size))
+        return cls(image_size=tuple(model.image_size), resize=model.resize)
 
 
 class ResizeIfNeeded:
-    """Bicubic resize to (height, width), skipped for images that already have that size."""
+    """Resize to (height, width) with ``interpolation`` (bicubic or bilinear), skipped for images that already
+    have that size."""
 
-    def __init__(self, size: tuple[int, int]):
+    def __init__(self, size: tuple[int, int], interpolation: str = "bicubic"):
         self.size = tuple(size)
-        self.resize = T.Resize(self.size, interpolation=T.InterpolationMode.BICUBIC)
+        self.resize = T.Resize(self.size, interpolation=T.InterpolationMode(interpolation))
 
     def __call__(self, image: Image.Image) -> Image.Image:
         return image if (image.height, image.width) == self.size else self.resize(image)
@@ -41,14 +43,14 @@ class ResizeIfNeeded:
 
 def build_eval_transform(pre: Preprocess) -> T.Compose:
     return T.Compose([
-        ResizeIfNeeded(pre.image_size),
+        ResizeIfNeeded(pre.image_size, pre.resize),
         T.ToTensor(),
         T.Normalize(pre.mean, pre.std),
     ])
 
 
 def build_train_transform(pre: Preprocess, aug: AugmentConfig) -> T.Compose:
-    steps: list = [ResizeIfNeeded(pre.image_size)]
+    steps: list = [ResizeIfNeeded(pre.image_size, pre.resize)]
     if aug.hflip:
         steps.append(T.RandomHorizontalFlip(0.5))
     if aug.pad > 0:

@@ -143,6 +143,10 @@ def model_fingerprint(model: torch.nn.Module, config_dict: dict) -> str:
     h = hashlib.sha256()
     model_cfg = config_dict.get("model", {})
     shape = {k: model_cfg.get(k) for k in ("arch", "image_size", "context_length")}
+    # what else shapes an embedding, named only where it differs from what every earlier model had (so the
+    # fingerprints of those, and the indexes that store them, stay as they were)
+    shape.update({k: model_cfg[k] for k, usual in (("quick_gelu", False), ("resize", "bicubic"))
+                  if model_cfg.get(k, usual) not in (usual, None)})
     h.update(json.dumps(shape, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())

@@ -131,7 +131,7 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, opset: int = 18, se
     report = {"checkpoint": str(checkpoint), "fingerprint": fingerprint, "arch": config.model.arch,
               "embed_dim": model.embed_dim, "files": files,
               "image_input": {"shape": ["batch", 3, height, width], "mean": list(preprocess.mean),
-                              "std": list(preprocess.std), "resize": "bicubic to (height, width)"},
+                              "std": list(preprocess.std), "resize": f"{preprocess.resize} to (height, width)"},
               "text_input": {"shape": ["batch", "length"], "max_length": config.model.context_length,
                              "tokenizer": "open_clip SimpleTokenizer (CLIP BPE), int64 ids, end-of-text id is the "
                                           "row's maximum; the ids may be cut after the batch's last end token",
