@@ -7,7 +7,10 @@
 # process group (CPCL_FORCE_DISTRIBUTED=1: NCCL refuses two ranks on one GPU) and is checked against its
 # backends; 3. bf16 and 4. fp16 CPCL runs; 5. the ViT-B/16 training-step benchmark (each precision, 1 and
 # 4 micro-batches, and a batch of 16 alone: the floor of 4 micro-batches); 6. the CUHK-size epoch
-# benchmark. Logs go to OUT_DIR/<step>.log, the benchmark tables to benchmarks/results/ and OUT_DIR.
+# benchmark; 7. the real path rehearsed (benchmarks/real_path.py: an OpenAI-format ViT-B-16 archive and a
+# CUHK-PEDES folder, the shipped CUHK-PEDES config under torchrun world size 1 on NCCL in bf16, then eval,
+# index build, search, ONNX export and resume, each checked against the trained network; it prints the
+# training throughput). Logs go to OUT_DIR/<step>.log, the benchmark tables to benchmarks/results/ and OUT_DIR.
 #
 # Python packages the machine may lack (open_clip_torch, faiss-cpu, ftfy, wcwidth) are installed from .whl/
 # when that folder exists. Fetch them beforehand where pip reaches PyPI, for the machine's Python (3.12 on
@@ -52,6 +55,9 @@ step train_step 150 python3 benchmarks/train_step.py --device cuda --precisions 
 step train_step_floor 45 python3 benchmarks/train_step.py --device cuda --precisions bf16 --batch 16 \
   --accumulate 1 --steps 10 --warmup 3
 step epoch_scale 300 python3 benchmarks/epoch_scale.py --device cuda --precision bf16
-cp benchmarks/results/train_step.md benchmarks/results/epoch_scale.md "$OUT_DIR"/ 2>/dev/null
+step real_path 200 python3 benchmarks/real_path.py --device cuda --nproc 1 --precision bf16 --batch-size 16 \
+  --work "$OUT_DIR/real_path"
+cp benchmarks/results/train_step.md benchmarks/results/epoch_scale.md benchmarks/results/real_path_cuda.md \
+  "$OUT_DIR"/ 2>/dev/null
 echo "== done in $(( $(date +%s) - START )) s; $([ $failed = 0 ] && echo 'every step passed' || echo 'a step FAILED')"
 exit $failed
