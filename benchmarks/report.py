@@ -48,11 +48,11 @@ def train_or_reuse(out: Path, config, reuse: bool) -> dict:
     completed run already there when it was trained from exactly ``config``."""
     import time
 
-    from cpcl.config import load_config
+    from cpcl.config import load_config, trained_as_requested
     from cpcl.engine.trainer import train
 
     done = (out / "results.json").is_file() and (out / "config.yaml").is_file()
-    if reuse and done and load_config(out / "config.yaml").to_dict() == config.to_dict():
+    if reuse and done and trained_as_requested(load_config(out / "config.yaml"), config):
         saved = json.loads((out / "results.json").read_text())
         wall = (out / "results.json").stat().st_mtime - (out / "config.yaml").stat().st_mtime
         print(f"{out}: reusing its finished run", flush=True)

@@ -209,6 +209,15 @@ class Config:
         return self.cluster.enabled or self.train.supervised
 
 
+def trained_as_requested(recorded: Config, requested: Config) -> bool:
+    """Whether a run's recorded config (its ``config.yaml``) is what ``requested`` asks for. A run records what
+    it resolved (``model.quick_gelu``, chosen from the weights when null): such a key counts only where
+    ``requested`` sets it."""
+    if requested.model.quick_gelu is None:
+        recorded = dataclasses.replace(recorded, model=dataclasses.replace(recorded.model, quick_gelu=None))
+    return recorded.to_dict() == requested.to_dict()
+
+
 class ConfigError(CpclError, ValueError):
     """A configuration file or override is invalid; the message names the key at fault."""
 
