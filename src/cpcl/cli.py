@@ -247,10 +247,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     selection = run_selection(resolve_config_path(args.config), parse_grid(args.grid), args.out,
                               base_overrides=args.set or [], limit=args.trials, seed=args.seed, device=device,
                               overwrite=args.overwrite, progress=not args.no_progress,
-                              also=[resolve_config_path(c) for c in args.also or []])
+                              also=[resolve_config_path(c) for c in args.also or []], score=args.score)
     print((Path(args.out) / "selection.md").read_text())
     if selection.chosen is None:
-        raise UsageError("no trial could be scored on val (see the table above)")
+        raise UsageError(f"no trial could be scored on val ({args.score}; see the table above)")
     return 0
 
 
@@ -629,8 +629,8 @@ def _add_training_commands(sub) -> None:
     _add_overwrite(p, "an earlier demo")
     p.set_defaults(func=cmd_demo)
 
-    p = _command(sub, "sweep", "choose settings on val identities only: train a grid of trials, evaluate "
-                               "the best on test once")
+    p = _command(sub, "sweep", "choose settings on val only (identities, or label-free): train a grid of "
+                               "trials, evaluate the best on test once")
     _add_run_args(p, None)
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
                    help="values to try for a config key (repeatable; trials are their combinations)")
@@ -639,6 +639,9 @@ def _add_training_commands(sub) -> None:
     p.add_argument("--also", action="append", metavar="CONFIG",
                    help="also train this config as it is, as one more trial (repeatable); with the baseline "
                         "(synthpedes_itc) the choice is never a setting that does worse on val than it")
+    p.add_argument("--score", default="val", choices=["val", "label-free"],
+                   help="what scores a trial: val identities (R1 of its best-on-val checkpoint), or label-free "
+                        "(its best train.label_free_score on held-out pairs; no identity read)")
     p.add_argument("--out", required=True, help="directory for trial-NNN/ runs and selection.{md,json}")
     _add_overwrite(p, "a finished selection")
     p.set_defaults(func=cmd_sweep)

@@ -57,6 +57,10 @@ class DataConfig:
     # for a dataset without a val split (ICFG-PEDES): move this many persons of the training split, all their
     # images, into val (a fixed seeded draw, the same for every run); they are not trained on. 0: off
     val_ids_from_train: int = 0
+    # for data without a val split whose persons are unknown (your own pairs): move this many training images,
+    # with all their captions, into val (a fixed seeded draw); they are not trained on, and label-free selection
+    # (train.select_on) scores on them. 0: off
+    val_pairs_from_train: int = 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ class ClusterConfig:
     # labels without a new best val score, the best-on-val weights are restored and the remaining epochs
     # train the instance loss alone (0: never)
     backoff_patience: int = 0
+    # what "no new best" counts in for the back-off: val identities, or the label-free score (train.label_free_score)
+    backoff_on: typing.Literal["val", "label-free"] = "val"
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,14 @@ class TrainConfig:
     # the supervised upper bound: true identities replace the clusters. Also needs
     # `cpcl train --supervised-upper-bound`, so that no weakly supervised run can turn it on by accident.
     supervised: bool = False
+    # what chooses best.pt: "val", val Rank-1 + mAP over held-out persons (needs val identities); "label-free",
+    # train.label_free_score on held-out pairs, no identity read; "auto": val where the val split has identities,
+    # else label-free where there are held-out pairs (a val split without identities, data.val_pairs_from_train)
+    select_on: typing.Literal["auto", "val", "label-free"] = "auto"
+    # the label-free score: "pair-mAP" / "pair-R1", each held-out caption retrieving its own image among the
+    # held-out images; "pair-loss", minus the contrastive loss of the held-out pairs (loss.temperature); and,
+    # for runs with pseudo labels only, "agreement" (image vs caption clusters) and "stability" (vs the last epoch)
+    label_free_score: typing.Literal["pair-mAP", "pair-R1", "pair-loss", "agreement", "stability"] = "pair-mAP"
     # also write each epoch's row (losses, val metrics, pseudo-label statistics, phase times) as TensorBoard
     # scalars under RUN_DIR/tensorboard (needs the tensorboard package: pip install 'cpcl[tensorboard]')
     tensorboard: bool = False
@@ -254,6 +268,9 @@ def inconsistencies(config: Config) -> list[str]:
     if config.data.synth.cameras and config.data.synth.style != "classic":
         out.append(f"data.synth.cameras={config.data.synth.cameras} applies to the classic style, not "
                    f"data.synth.style={config.data.synth.style}")
+    if t.label_free_score in ("agreement", "stability") and not c.enabled:
+        out.append(f"train.label_free_score={t.label_free_score} reads the pseudo labels, but cluster.enabled is "
+                   "false (choose pair-mAP, pair-R1 or pair-loss)")
     if config.memory.hard and loss.intra_weight == 0 and loss.cross_weight == 0:
         out.append("memory.hard=true has no effect while loss.intra_weight and loss.cross_weight are both 0 "
                    "(no term reads the memories)")
@@ -273,6 +290,7 @@ def inconsistencies(config: Config) -> list[str]:
                             ("cluster.backoff_patience", c.backoff_patience, 0),
                             ("data.num_workers", config.data.num_workers, 0),
                             ("data.val_ids_from_train", config.data.val_ids_from_train, 0),
+                            ("data.val_pairs_from_train", config.data.val_pairs_from_train, 0),
                             ("data.synth.cameras", config.data.synth.cameras, 0)):
         if value < low:
             out.append(f"{key} must be at least {low}, got {value}")

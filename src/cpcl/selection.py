@@ -1,12 +1,14 @@
 """Choosing settings without training identities: a grid (or a seeded random part of it) over config keys,
 each trial trained and scored on the **val** split only; **test** is evaluated once, for the chosen trial.
 
-A weakly supervised user has no identity labels for the training split, so nothing here reads them: a
-trial's score is the val Rank-1 of its best-on-val checkpoint (val mAP breaks ties), read from the run's
-own result, never from the pseudo-label diagnostics (a test permutes the training identities and gets the
-same trials, scores and choice). Trials run with the test split switched off. A trial whose directory
-already holds a finished run is read back, not retrained, so an interrupted selection continues where it
-stopped.
+A weakly supervised user has no identity labels for the training split, so nothing here reads them. A
+trial's score is, with ``score="val"``, the val Rank-1 of its best-on-val checkpoint (val mAP breaks ties);
+with ``score="label-free"``, the best label-free score of its run (``train.label_free_score`` on held-out
+pairs; every trial then chooses its own ``best.pt`` label-free too), which needs no identity at all. It is
+read from the run's own result, never from the pseudo-label diagnostics (a test permutes the training
+identities and gets the same trials, scores and choice). Trials run with the test split switched off. A
+trial whose directory already holds a finished run is read back, not retrained, so an interrupted
+selection continues where it stopped.
 
 ``cpcl sweep --config synthpedes_cpcl --grid cluster.eps=0.4,0.5,0.6 --grid cluster.fuse_modalities=true,false
 --out runs/sweep`` writes ``selection.md`` (every trial) and ``selection.json``.
@@ -33,6 +35,8 @@ from cpcl.io import atomic_write_text, claim_outputs
 
 log = logging.getLogger(__name__)
 
+SCORES = ("val", "label-free")  # what scores a trial: val identities, or the label-free score
+
 
 @dataclass
 class Trial:
@@ -42,6 +46,7 @@ class Trial:
     status: str = "done"  # done | invalid (the message says why)
     val_rank1: float | None = None
     val_mAP: float | None = None  # noqa: N815 - the field's name
+    label_free: float | None = None  # the run's best label-free score (train.label_free_score)
     best_epoch: int | None = None
     seconds: float = 0.0
     message: str = ""
@@ -80,11 +85,16 @@ def trial_overrides(grid: dict[str, list[str]], limit: int | None = None, seed: 
 def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str | Path,
                   base_overrides: list[str] | tuple[str, ...] = (), limit: int | None = None, seed: int = 0,
                   device: torch.device | str = "cpu", overwrite: bool = False, progress: bool = False,
-                  also: list[str | Path] | tuple[str | Path, ...] = ()) -> Selection:
-    """Train every trial into ``out/trial-NNN``, choose on val, evaluate the choice on test once.
+                  also: list[str | Path] | tuple[str | Path, ...] = (), score: str = "val") -> Selection:
+    """Train every trial into ``out/trial-NNN``, choose on val (``score``: "val" identities, or "label-free"),
+    evaluate the choice on test once.
 
     ``also``: other configs, each trained as it is (with ``base_overrides``) as one more trial — the
     baseline, for instance, so that the choice is never a setting that does worse on val than it."""
+    if score not in SCORES:
+        raise ConfigError(f"--score {score!r}: expected one of {', '.join(SCORES)}")
+    if score == "label-free":  # each trial's best.pt is its label-free choice too
+        base_overrides = ["train.select_on=label-free", *base_overrides]
     out = Path(out)
     if (out / "selection.json").is_file() or overwrite:  # a finished one is refused; a partial one continues
         claim_outputs(out, ("selection.json", "selection.md", "trial-*"), overwrite=overwrite,
@@ -97,17 +107,29 @@ def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str 
         trials.append(_run_trial(number, path, [*base_overrides, *overrides], overrides,
                                  out / f"trial-{number:03d}", device, progress, other))
         log.info("trial %d %s: %s", number, _describe(trials[-1]),
-                 trials[-1].status if trials[-1].message else f"val R1 {trials[-1].val_rank1:.2f}")
-    done = [t for t in trials if t.status == "done" and t.val_rank1 is not None]
-    chosen = max(done, key=lambda t: (t.val_rank1, t.val_mAP), default=None)
+                 trials[-1].status if trials[-1].message else _scores_text(trials[-1]))
+    done = [t for t in trials if t.status == "done" and _score(t, score) is not None]
+    chosen = max(done, key=lambda t: (_score(t, score), t.val_mAP if score == "val" else 0.0), default=None)
     selection = Selection(trials, chosen, settings={"config": str(config_path), "grid": grid,
                                                       "base_overrides": list(base_overrides), "limit": limit,
-                                                      "seed": seed, "also": [str(a) for a in also]})
+                                                      "seed": seed, "also": [str(a) for a in also],
+                                                      "score": score})
     if chosen is not None:
         config = load_config(chosen.config or config_path, [*base_overrides, *chosen.overrides])
         selection.test = _test_once(out / f"trial-{chosen.number:03d}" / "best.pt", config, device)
     _write(selection, out)
     return selection
+
+
+def _score(trial: Trial, score: str) -> float | None:
+    return trial.val_rank1 if score == "val" else trial.label_free
+
+
+def _scores_text(trial: Trial) -> str:
+    parts = [] if trial.val_rank1 is None else [f"val R1 {trial.val_rank1:.2f}"]
+    if trial.label_free is not None:
+        parts.append(f"label-free {trial.label_free:.2f}")
+    return ", ".join(parts)
 
 
 def _describe(trial: Trial) -> str:
@@ -131,11 +153,13 @@ def _run_trial(number: int, config_path, overrides: list[str], own: tuple[str, .
     t0 = time.perf_counter()
     result = train(config, run_dir, device=device, progress=progress, overwrite=True, evaluate_test=False)
     trial.seconds = time.perf_counter() - t0
-    if result.best_val is None:
+    if result.best_val is None and result.label_free is None:
         trial.status, trial.message = "invalid", "no val split: nothing to choose on"
         return trial
-    trial.val_rank1, trial.val_mAP, trial.best_epoch = result.best_val["rank1"], result.best_val["mAP"], \
-        result.best_epoch
+    if result.best_val is not None:
+        trial.val_rank1, trial.val_mAP = result.best_val["rank1"], result.best_val["mAP"]
+    trial.label_free = None if result.label_free is None else result.label_free["score"]
+    trial.best_epoch = result.best_epoch
     atomic_write_text(saved, json.dumps(asdict(trial)))
     return trial
 
@@ -149,21 +173,31 @@ def _test_once(checkpoint: Path, config: Config, device) -> dict[str, Any]:
 
 
 def _write(selection: Selection, out: Path) -> None:
-    lines = ["| trial | settings | val R1 | val mAP | best epoch | seconds | |", "|---:|---|---:|---:|---:|---:|---|"]
+    score = selection.settings.get("score", "val")
+    lines = ["| trial | settings | val R1 | val mAP | label-free | best epoch | seconds | |",
+             "|---:|---|---:|---:|---:|---:|---:|---|"]
     for t in selection.trials:
         mark = "**chosen**" if selection.chosen is not None and t.number == selection.chosen.number else t.message
-        score = (f"{t.val_rank1:.2f} | {t.val_mAP:.2f} | {t.best_epoch}" if t.val_rank1 is not None
-                 else f"- | - | {t.status}")
+        if t.status == "done":
+            numbers = [_number(t.val_rank1), _number(t.val_mAP), _number(t.label_free), str(t.best_epoch)]
+        else:
+            numbers = ["-", "-", "-", t.status]
         settings = f"`{' '.join(t.overrides)}`" if t.overrides else _describe(t)
-        lines.append(f"| {t.number} | {settings} | {score} | {t.seconds:.0f} | {mark} |")
+        lines.append(f"| {t.number} | {settings} | {' | '.join(numbers)} | {t.seconds:.0f} | {mark} |")
     name = Path(selection.settings["config"]).stem
-    text = (f"# Selection on val (config `{name}`)\n\nEvery trial scored by the val Rank-1 of its best-on-val "
-            "checkpoint; test evaluated once, for the chosen trial.\n\n" + "\n".join(lines))
+    how = ("the val Rank-1 of its best-on-val checkpoint" if score == "val" else
+           "the best label-free score of its run (held-out pairs, no identity read)")
+    text = (f"# Selection on val (config `{name}`, score: {score})\n\nEvery trial scored by {how}; test "
+            "evaluated once, for the chosen trial.\n\n" + "\n".join(lines))
     if selection.chosen is not None and selection.test is not None:
         chosen = _describe(selection.chosen)
         text += "\n\n" + results_table({f"chosen: {chosen}": selection.test},
-                                       title="Test split, chosen trial (best-on-val checkpoint)")
+                                       title="Test split, chosen trial (its best.pt)")
     atomic_write_text(out / "selection.md", text + "\n")
     atomic_write_text(out / "selection.json", json.dumps({
         "settings": selection.settings, "trials": [asdict(t) for t in selection.trials],
         "chosen": selection.chosen.number if selection.chosen else None, "test": selection.test}, indent=2))
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -123,9 +123,9 @@ def test_backing_off_restores_the_best_val_weights_and_leaves_the_pseudo_labels(
     seen_at_start = {}
 
     def validate(*args, **kwargs):
-        metrics = real_validate(*args, **kwargs)
+        metrics, label_free = real_validate(*args, **kwargs)
         score = next(scripted)
-        return {**metrics, "rank1": score, "mAP": score}
+        return {**metrics, "rank1": score, "mAP": score}, label_free
 
     def train_one_epoch(model, loader, state, cfg, epoch, *args, **kwargs):
         seen_at_start[epoch] = {k: v.clone() for k, v in state.model.state_dict().items()}

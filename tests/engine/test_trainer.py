@@ -15,7 +15,10 @@ def test_one_epoch_end_to_end(tiny_synth, tmp_path, capsys):
     result = train(cfg, run, progress=False)
     for name in ("config.yaml", "metrics.jsonl", "best.pt", "last.pt", "curves.png", "results.json", "results.md"):
         assert (run / name).is_file(), name
-    assert set(result.test) == {"chance", "zero-shot", "last", "best-on-val"}
+    # the label-free choice is reported beside the val one, so the cost of choosing blind is visible
+    assert set(result.test) == {"chance", "zero-shot", "last", "best-on-val", "best-label-free"}
+    selection = json.loads((run / "results.json").read_text())["selection"]
+    assert selection["select_on"] == "val" and selection["label-free"]["name"] == "pair-mAP"
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1]
     assert rows[1]["loss"] > 0 and "rank1" in rows[1]["val"]

@@ -97,6 +97,28 @@ class Annotations:
                    for r in self.records]
         return replace(self, records=records)
 
+    def hold_out_pairs(self, num_images: int, key: str = "data.val_pairs_from_train") -> Annotations:
+        """A copy whose val split is ``num_images`` images of the training split with all their captions, drawn
+        once with a fixed seed (every run sees the same ones); they leave training.
+
+        For data without a val split and without identities (a practitioner's own pairs): held-out pairs the
+        model was not trained on, which label-free selection scores on. No identity label is read."""
+        if num_images == 0:
+            return self
+        where = f"{key}={num_images}"
+        if num_images < 0:
+            raise ConfigError(f"{where}: expected a number of images, at least 0")
+        if self.split("val"):
+            raise ConfigError(f"{where}: {self.annotation_file} already has a val split "
+                              f"({len(self.split('val'))} images), whose pairs are held out already; set it to 0")
+        train = [i for i, r in enumerate(self.records) if r.split == "train"]
+        if num_images >= len(train):
+            raise ConfigError(f"{where}: the training split of {self.annotation_file} has only {len(train)} "
+                              "images; keep some to train on")
+        held = set(np.random.default_rng(HOLD_OUT_SEED).choice(train, size=num_images, replace=False).tolist())
+        return replace(self, records=[replace(r, split="val") if i in held else r
+                                      for i, r in enumerate(self.records)])
+
     def duplicate_images(self) -> list[Path]:
         counts = Counter(r.image_path for r in self.records)
         return [p for p, n in counts.items() if n > 1]

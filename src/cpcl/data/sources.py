@@ -67,8 +67,12 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Annotations:
         from tqdm import tqdm
 
         bar = lambda items, total: tqdm(items, total=total, desc="check images", disable=None, leave=False)  # noqa: E731
-    ann = require_clean(ann, bar).hold_out_val(cfg.val_ids_from_train)
+    ann = require_clean(ann, bar).hold_out_val(cfg.val_ids_from_train).hold_out_pairs(cfg.val_pairs_from_train)
     if cfg.val_ids_from_train:
         log.info("val: %d persons (%d images) of the training split held out (data.val_ids_from_train); they are "
                  "not trained on", cfg.val_ids_from_train, len(ann.split("val")))
+    if cfg.val_pairs_from_train:
+        log.info("val: %d images of the training split held out with their %d captions (data.val_pairs_from_train); "
+                 "they are not trained on", cfg.val_pairs_from_train,
+                 sum(len(r.captions) for r in ann.split("val")))
     return ann

@@ -14,6 +14,8 @@ METRIC_COLUMNS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mAP", "
 def epoch_summary(row: dict[str, Any]) -> str:
     """One log line for an epoch's row of ``metrics.jsonl``."""
     val = f", val R1 {row['val']['rank1']:.2f} mAP {row['val']['mAP']:.2f}" if "val" in row else ""
+    if "label_free" in row:  # held-out pairs, no identity read
+        val += f", pair R1 {row['label_free']['pair-R1']:.2f} mAP {row['label_free']['pair-mAP']:.2f}"
     times = ", ".join(f"{k} {v:.1f}s" for k, v in row["time"].items() if isinstance(v, float))
     backed = (f"; backed off to epoch {row['backed_off']['restored_epoch']}'s weights, instance loss alone from here"
               if "backed_off" in row else "")

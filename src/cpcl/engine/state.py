@@ -21,6 +21,17 @@ from cpcl.model.retrieval_model import RetrievalModel
 
 
 @dataclass
+class Best:
+    """The best score one criterion has seen, and its epoch (None: no epoch scored yet)."""
+
+    score: float = -math.inf
+    epoch: int | None = None
+
+
+CRITERIA = ("val", "label-free")  # val: R1 + mAP over held-out persons; label-free: train.label_free_score
+
+
+@dataclass
 class RunState:
     """The model, its optimiser, schedule, loss scaler and objective, and the run's own bookkeeping.
 
@@ -35,8 +46,7 @@ class RunState:
     scaler: torch.amp.GradScaler
     objective: Objective
     epoch: int = 0
-    best_score: float = -math.inf
-    best_epoch: int | None = None
+    best: dict[str, Best] = field(default_factory=lambda: {c: Best() for c in CRITERIA})
     history: list[dict[str, Any]] = field(default_factory=list)
     # cluster.backoff_patience: epochs on pseudo labels in a row without a new best val score (rank 0), and
     # the epoch after which the run went back to the instance loss alone
@@ -50,7 +60,7 @@ class RunState:
         """Checkpoint entries besides the model weights (which every checkpoint holds). ``rank_rngs``: the random
         states of every rank, in rank order (a distributed run's ranks augment from streams of their own)."""
         labels = self.objective.labels  # the epoch's pseudo labels, kept for inspection; not restored
-        run = {"best_score": self.best_score, "best_epoch": self.best_epoch, "history": self.history,
+        run = {"best": {c: [b.score, b.epoch] for c, b in self.best.items()}, "history": self.history,
                "stale_epochs": self.stale_epochs, "backed_off": self.backed_off,
                "previous_labels": None if self.previous_labels is None else
                [torch.from_numpy(x) for x in self.previous_labels],
@@ -71,7 +81,11 @@ class RunState:
         run = payload["run"]
         self.objective.load_state_dict(run)
         self.epoch = payload["epoch"]
-        self.best_score, self.best_epoch, self.history = run["best_score"], run["best_epoch"], run["history"]
+        if "best" in run:
+            self.best = {c: Best(*run["best"][c]) for c in CRITERIA}
+        else:  # a last.pt from before label-free selection: val only
+            self.best = {"val": Best(run["best_score"], run["best_epoch"]), "label-free": Best()}
+        self.history = run["history"]
         self.stale_epochs, self.backed_off = run.get("stale_epochs", 0), run.get("backed_off")
         previous = run.get("previous_labels")
         self.previous_labels = None if previous is None else tuple(x.numpy() for x in previous)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from cpcl.clustering.quality import label_free_quality
-from cpcl.config import Config, TrainConfig, save_config
+from cpcl.config import ClusterConfig, Config, ConfigError, TrainConfig, save_config
 from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.data.samplers import PseudoIdentitySampler
 from cpcl.data.sources import load_dataset
@@ -45,6 +45,7 @@ from cpcl.engine.state import RunState, gather_rng_states, read_resume_state
 from cpcl.engine.steps import forward_backward
 from cpcl.engine.tensorboard import TensorBoardLog, require_tensorboard
 from cpcl.evaluation.evaluate import EvalSplit
+from cpcl.evaluation.label_free import cluster_scores, pair_scores
 from cpcl.evaluation.metrics import chance_metrics
 from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.model.backbone import build_tokenizer
@@ -64,9 +65,12 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunResult:
     out_dir: Path
-    best_epoch: int | None
+    best_epoch: int | None  # the epoch of best.pt (chosen on val or label-free, as train.select_on resolved)
     test: dict[str, dict[str, Any]] = field(default_factory=dict)  # row name -> metrics
     best_val: dict[str, Any] | None = None  # val metrics of the best-on-val epoch
+    # the label-free choice: {"epoch", "score", "name"} (None without held-out pairs)
+    label_free: dict[str, Any] | None = None
+    select_on: str | None = None  # "val", "label-free", or None (no held-out data: last.pt only)
 
 
 @dataclass
@@ -76,11 +80,12 @@ class TrainData:
     name: str  # for titles: the dataset format
     train_set: TrainPairs
     extract_set: ImageSet  # the training images with eval transforms, for pseudo labelling
-    val: EvalSplit | None  # rank 0 only
+    val: EvalSplit | None  # rank 0 only; its pairs score label-free, its identities (if any) on val
     test: EvalSplit | None  # rank 0 only
     # identities of the training images: read for the pseudo-label report, and by the supervised upper bound;
     # never by a loss, a sampler or the mining of a weakly supervised run
     report_ids: np.ndarray | None
+    select_on: str | None = None  # what chooses best.pt: "val", "label-free", or None (nothing held out)
 
 
 @dataclass
@@ -94,6 +99,7 @@ class EpochRow:
     time: dict[str, float]
     pseudo: dict[str, Any] | None = None
     val: dict[str, Any] | None = None
+    label_free: dict[str, float] | None = None  # every label-free score of the epoch (evaluation.label_free)
     backed_off: dict[str, Any] | None = None  # set on the epoch after which the run left the pseudo labels
 
     def as_dict(self) -> dict[str, Any]:
@@ -102,13 +108,15 @@ class EpochRow:
             row["pseudo"] = self.pseudo
         if self.val is not None:
             row["val"] = self.val
+        if self.label_free is not None:
+            row["label_free"] = self.label_free
         if self.backed_off is not None:
             row["backed_off"] = self.backed_off
         return row
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt", "curves.png", "results.json", "results.md",
-             "pseudo_labels", "tensorboard")
+RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "best-on-val.pt", "best-label-free.pt", "last.pt",
+             "curves.png", "results.json", "results.md", "pseudo_labels", "tensorboard")
 
 
 def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu", progress: bool = True,
@@ -165,10 +173,13 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     for epoch in range(state.epoch + 1, config.train.epochs + 1):
         row = run_epoch(config, state, train_model, data, epoch, steps_per_epoch, device, dist, progress,
                         labels_dir=out / LABELS_DIR if dist.is_main else None)
-        if dist.is_main and row.val is not None and _is_best(state, row.val):
-            save_checkpoint(out / "best.pt", model, config, epoch=epoch, val=row.val)
+        if dist.is_main:
+            for criterion in improved_criteria(state, row, config.train.label_free_score):
+                save_checkpoint(out / best_file(criterion, data.select_on), model, config, epoch=epoch, val=row.val,
+                                label_free=row.label_free)
         if epoch < config.train.epochs:  # at the last epoch nothing is left to train without the pseudo labels
-            back_off_if_stale(config.cluster.backoff_patience, state, row, out / "best.pt", dist)
+            back_off_if_stale(config.cluster, state, row, out / best_file(config.cluster.backoff_on, data.select_on),
+                              dist)
         rank_rngs = gather_rng_states(dist)  # each rank's own streams, for --resume
         if dist.is_main:
             state.save(out / "last.pt", config, val=row.val, rank_rngs=rank_rngs)
@@ -180,11 +191,16 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         log.info("%s", epoch_summary(row.as_dict()))
     if board is not None:
         board.close()
-    best_val = next((r["val"] for r in state.history if r["epoch"] == state.best_epoch), None)
-    result = RunResult(out_dir=out, best_epoch=state.best_epoch, best_val=best_val)
+    best_val = next((r["val"] for r in state.history if r["epoch"] == state.best["val"].epoch), None)
+    chosen = state.best[data.select_on].epoch if data.select_on else None
+    result = RunResult(out_dir=out, best_epoch=chosen, best_val=best_val, select_on=data.select_on,
+                       label_free=label_free_choice(state, config.train.label_free_score))
     if dist.is_main:  # rank 0 alone evaluates and reports
         result.test.update(state.test_reference)
         finish(state, data, out, device, config.train.eval_batch_size, result)
+    if data.select_on == "label-free" and dist.is_main:
+        log.info("best.pt is the label-free choice: epoch %s, %s %.2f on held-out pairs (train.select_on)",
+                 result.best_epoch, config.train.label_free_score, (result.label_free or {}).get("score", float("nan")))
     return result
 
 
@@ -214,13 +230,43 @@ def load_train_data(config: Config, dist: DistInfo, progress: bool) -> TrainData
     if config.train.supervised and report_ids is None:
         raise ValueError("train.supervised=true needs a person_id on every training record")
     extract_set = ImageSet(train_set.images.paths, build_eval_transform(preprocess), train_set.images)
+    select_on = resolve_select_on(config, ann.annotation_file, val_records)
     val = test = None
     if dist.is_main:
         val = EvalSplit(val_records, tokenizer, preprocess, config.data.cache_images) if val_records else None
         test = EvalSplit(test_records, tokenizer, preprocess) if test_records else None
-        if not val_records:
-            log.warning("no val split: every epoch is kept as 'last' and no best-on-val checkpoint is chosen")
-    return TrainData(ann.name, train_set, extract_set, val, test, report_ids)
+        if select_on is None:
+            log.warning("no val split: every epoch is kept as 'last' and no best checkpoint is chosen (hold pairs "
+                        "out with data.val_pairs_from_train=N to choose label-free)")
+        elif select_on == "label-free":
+            log.info("best.pt is chosen label-free: %s on the %d held-out pairs, no identity read "
+                     "(train.select_on=%s)", config.train.label_free_score, len(val.captions),
+                     config.train.select_on)
+    return TrainData(ann.name, train_set, extract_set, val, test, report_ids, select_on)
+
+
+def resolve_select_on(config: Config, annotation_file: Path, val_records: list) -> str | None:
+    """What chooses best.pt (``train.select_on``): "val" where the val split has identities, "label-free" where
+    it has pairs only, None without a val split ("auto"); an explicit choice the data cannot serve (or a
+    back-off counted on it) is refused in one sentence, before any training."""
+    has_ids = bool(val_records) and all(r.person_id is not None for r in val_records)
+    wanted = config.train.select_on
+    if wanted == "auto":
+        wanted = "val" if has_ids else "label-free" if val_records else None
+    if wanted == "val" and not has_ids:
+        what = (f"{sum(r.person_id is None for r in val_records)} of its {len(val_records)} val records have no "
+                "person_id") if val_records else "it has no val split"
+        raise ConfigError(f"train.select_on=val needs identities in the val split, and {annotation_file}: {what}; "
+                          "choose label-free (train.select_on=label-free)")
+    if wanted == "label-free" and not val_records:
+        raise ConfigError(f"train.select_on=label-free needs held-out pairs, and {annotation_file} has no val "
+                          "split: hold some out with data.val_pairs_from_train=N")
+    if config.cluster.backoff_patience and config.cluster.backoff_on == "val" and not has_ids:
+        raise ConfigError(f"cluster.backoff_on=val needs identities in the val split of {annotation_file}; "
+                          "count the back-off label-free (cluster.backoff_on=label-free)")
+    if config.cluster.backoff_patience and not val_records:
+        raise ConfigError(f"cluster.backoff_patience needs held-out data, and {annotation_file} has no val split")
+    return wanted
 
 
 def _steps_per_epoch(cfg: TrainConfig, pairs: int, dist: DistInfo) -> int:
@@ -254,7 +300,8 @@ def _wrap_distributed(model, device: torch.device, dist: DistInfo):
 
 def _reference_metrics(state: RunState, data: TrainData, device: torch.device, batch_size: int) -> None:
     """Before training: the zero-shot model on val, and the chance and zero-shot rows on test."""
-    state.zero_shot_val = data.val.evaluate(state.model, device, batch_size).as_dict() if data.val else None
+    state.zero_shot_val = (data.val.evaluate(state.model, device, batch_size).as_dict()
+                           if data.val is not None and data.val.has_ids else None)
     if data.test is not None:
         state.test_reference["chance"] = chance_metrics(data.test.query_ids, data.test.gallery_ids).as_dict()
         state.test_reference["zero-shot"] = data.test.evaluate(state.model, device, batch_size).as_dict()
@@ -274,7 +321,8 @@ def run_epoch(config: Config, state: RunState, train_model, data: TrainData, epo
         row.time["phases"] = pseudo.pop("phase_seconds", {})  # k-NN, distances, DBSCAN, OPLM, memories
     if data.val is not None and (epoch % config.train.eval_every == 0 or epoch == config.train.epochs):
         t0 = time.perf_counter()
-        row.val = validate(state.model, data.val, device, config.train.eval_batch_size)
+        row.val, row.label_free = validate(state.model, data.val, device, config.train.eval_batch_size,
+                                           config.loss.temperature, row.pseudo)
         row.time["eval"] = time.perf_counter() - t0
     state.epoch = epoch
     state.history.append(row.as_dict())
@@ -359,39 +407,63 @@ def train_one_epoch(model, loader: DataLoader, state: RunState, cfg: TrainConfig
                     seen * cfg.batch_size / train_time, {"train": train_time, "forward_backward": compute_time})
 
 
-def validate(model, val: EvalSplit, device: torch.device, batch_size: int) -> dict[str, Any]:
-    """Retrieval metrics of ``model`` on the val split."""
-    return val.evaluate(model, device, batch_size).as_dict()
+def validate(model, val: EvalSplit, device: torch.device, batch_size: int, temperature: float,
+             pseudo: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, dict[str, float]]:
+    """One encoding of the val split -> ``(identity metrics or None without val identities, label-free
+    scores)``: the pair scores of its held-out pairs, and the label-free signs of the epoch's ``pseudo`` labels."""
+    similarity = val.similarity(model, device, batch_size)
+    metrics = val.metrics(similarity).as_dict() if val.has_ids else None
+    return metrics, {**pair_scores(similarity, val.caption_to_image, temperature), **cluster_scores(pseudo)}
 
 
-def _is_best(state: RunState, val: dict[str, Any]) -> bool:
-    """Whether this epoch's val R1 + mAP beats every earlier epoch's (and then record it)."""
-    score = val["rank1"] + val["mAP"]
-    if score <= state.best_score:
-        return False
-    state.best_score, state.best_epoch = score, state.epoch
-    return True
+def best_file(criterion: str, select_on: str | None) -> str:
+    """The checkpoint of a criterion's best epoch: ``best.pt`` for the one that chooses, else
+    ``best-on-val.pt`` / ``best-label-free.pt`` (kept so that both choices are reported on test)."""
+    return "best.pt" if criterion == select_on else {"val": "best-on-val.pt", "label-free": "best-label-free.pt"}[
+        criterion]
 
 
-def back_off_if_stale(patience: int, state: RunState, row: EpochRow, best: Path, dist: DistInfo) -> None:
-    """``cluster.backoff_patience``: after ``patience`` epochs in a row trained on pseudo labels whose val
-    score is no new best, restore the best-on-val weights (on every rank) and leave the pseudo labels for
-    the rest of the run (:func:`label_epoch`). Only val identities inform this; the optimiser, its schedule
-    and the epoch count go on."""
+def improved_criteria(state: RunState, row: EpochRow, score_name: str) -> list[str]:
+    """The criteria whose best this epoch beats (and record it): "val" (R1 + mAP over val identities) and
+    "label-free" (``score_name`` of :attr:`EpochRow.label_free`), each where the epoch has it."""
+    scores = {"val": None if row.val is None else row.val["rank1"] + row.val["mAP"],
+              "label-free": (row.label_free or {}).get(score_name)}
+    improved = []
+    for criterion, score in scores.items():
+        best = state.best[criterion]
+        if score is not None and score > best.score:
+            best.score, best.epoch = score, row.epoch
+            improved.append(criterion)
+    return improved
+
+
+def label_free_choice(state: RunState, score_name: str) -> dict[str, Any] | None:
+    best = state.best["label-free"]
+    return None if best.epoch is None else {"epoch": best.epoch, "score": best.score, "name": score_name}
+
+
+def back_off_if_stale(cluster: ClusterConfig, state: RunState, row: EpochRow, best: Path, dist: DistInfo) -> None:
+    """``cluster.backoff_patience``: after that many epochs in a row trained on pseudo labels whose score
+    (``cluster.backoff_on``: val identities, or the label-free score) is no new best, restore that best's
+    weights (on every rank) and leave the pseudo labels for the rest of the run (:func:`label_epoch`). The
+    optimiser, its schedule and the epoch count go on."""
+    patience = cluster.backoff_patience
     if not patience or state.backed_off is not None:
         return
     due = False
-    if dist.is_main and row.val is not None and state.objective.labels is not None:
-        state.stale_epochs = 0 if state.best_epoch == row.epoch else state.stale_epochs + 1
-        due = state.stale_epochs >= patience and state.best_epoch is not None
+    scored = row.val if cluster.backoff_on == "val" else row.label_free
+    best_epoch = state.best[cluster.backoff_on].epoch
+    if dist.is_main and scored is not None and state.objective.labels is not None:
+        state.stale_epochs = 0 if best_epoch == row.epoch else state.stale_epochs + 1
+        due = state.stale_epochs >= patience and best_epoch is not None
     if not broadcast_object(due, dist):
         return
     if dist.is_main:
         state.model.load_state_dict(read_checkpoint(best)["model"])
-        row.backed_off = {"restored_epoch": state.best_epoch, "stale_epochs": state.stale_epochs}
-        log.warning("epoch %d: %d epoch(s) on pseudo labels without a better val score than epoch %d's: back to "
+        row.backed_off = {"restored_epoch": best_epoch, "stale_epochs": state.stale_epochs}
+        log.warning("epoch %d: %d epoch(s) on pseudo labels without a better %s score than epoch %d's: back to "
                     "epoch %d's weights, and the instance loss alone from here on (cluster.backoff_patience=%d)",
-                    row.epoch, state.stale_epochs, state.best_epoch, state.best_epoch, patience)
+                    row.epoch, state.stale_epochs, cluster.backoff_on, best_epoch, best_epoch, patience)
     broadcast_module(state.model, dist)
     state.backed_off = row.epoch
     state.objective.on_labels(None)
@@ -399,13 +471,20 @@ def back_off_if_stale(patience: int, state: RunState, row: EpochRow, best: Path,
 
 def finish(state: RunState, data: TrainData, out: Path, device: torch.device, batch_size: int,
            result: RunResult) -> None:
-    """Curves, then test metrics of the last and the best-on-val models, written as ``results.{json,md}``."""
+    """Curves, then test metrics of the last model and of each criterion's choice ("best-on-val",
+    "best-label-free"), written as ``results.{json,md}`` with what chose ``best.pt``."""
     plot_curves(state.history, state.zero_shot_val, out / "curves.png")
     if data.test is not None:
         result.test["last"] = data.test.evaluate(state.model, device, batch_size).as_dict()
-        if state.best_epoch is not None:
-            best_model = load_checkpoint(out / "best.pt", device)[0]
-            result.test["best-on-val"] = data.test.evaluate(best_model, device, batch_size).as_dict()
-    summary = {"best_epoch": state.best_epoch, "test": result.test, "zero_shot_val": state.zero_shot_val}
+        for criterion, row in (("val", "best-on-val"), ("label-free", "best-label-free")):
+            if state.best[criterion].epoch is not None:
+                best_model = load_checkpoint(out / best_file(criterion, data.select_on), device)[0]
+                result.test[row] = data.test.evaluate(best_model, device, batch_size).as_dict()
+    selection = {"select_on": data.select_on,
+                 "val": None if state.best["val"].epoch is None else {"epoch": state.best["val"].epoch,
+                                                                      "score": state.best["val"].score},
+                 "label-free": result.label_free}
+    summary = {"best_epoch": result.best_epoch, "test": result.test, "zero_shot_val": state.zero_shot_val,
+               "selection": selection}
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2))
     atomic_write_text(out / "results.md", results_table(result.test, title=f"test split, {data.name}"))

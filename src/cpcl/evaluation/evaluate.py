@@ -17,11 +17,22 @@ from cpcl.model.retrieval_model import RetrievalModel
 
 
 class EvalSplit:
-    """A split's gallery and queries, tokenised once and reused every epoch."""
+    """A split's gallery and queries, tokenised once and reused every epoch.
+
+    ``caption_to_image`` (N_cap,) is the gallery column of each query's own image, which label-free scores
+    read. Records without identities make a split of pairs alone: ``has_ids`` is False, and :meth:`evaluate`
+    (which needs them) refuses it."""
 
     def __init__(self, records: Sequence[ImageRecord], tokenizer: Callable, preprocess: Preprocess,
                  cache_images: bool = False):
-        paths, self.gallery_ids, self.captions, self.query_ids = eval_split(records)
+        self.has_ids, self._no_ids = True, ""
+        try:
+            paths, self.gallery_ids, self.captions, self.query_ids = eval_split(records)
+        except ValueError as exc:  # records without identities: pairs alone
+            self.has_ids, self._no_ids = False, str(exc)
+            paths, self.captions = [r.image_path for r in records], [c for r in records for c in r.captions]
+            self.gallery_ids = self.query_ids = None
+        self.caption_to_image = torch.tensor([i for i, r in enumerate(records) for _ in r.captions], dtype=torch.long)
         self.images = ImageSet(paths, build_eval_transform(preprocess), ImageStore(paths, cache=cache_images))
         self.tokens = tokenize_all(tokenizer, self.captions)
 
@@ -32,10 +43,15 @@ class EvalSplit:
         queries = encode_texts(model, self.tokens, device, batch_size, progress=progress)
         return queries.to(device) @ gallery.to(device).t()
 
+    def metrics(self, similarity: torch.Tensor) -> RetrievalMetrics:
+        """Identity-level retrieval metrics of a :meth:`similarity` matrix."""
+        if not self.has_ids:
+            raise ValueError(self._no_ids)
+        return retrieval_metrics(similarity, self.query_ids, self.gallery_ids)
+
     def evaluate(self, model: RetrievalModel, device: torch.device, batch_size: int = 256,
                  progress: bool = False) -> RetrievalMetrics:
-        sim = self.similarity(model, device, batch_size, progress)
-        return retrieval_metrics(sim, self.query_ids, self.gallery_ids)
+        return self.metrics(self.similarity(model, device, batch_size, progress))
 
 
 def load_eval_split(checkpoint, data_format: str, root, split: str, device: torch.device,

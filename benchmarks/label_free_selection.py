@@ -1,0 +1,182 @@
+"""Can a run choose without identity labels? Every label-free candidate score against val-identity R1 and test R1.
+
+For each SynthPedes regime, budget (``train.epochs``) and seed, the ITC baseline and CPCL are trained once with
+the shipped settings. Every epoch records val-identity R1 + mAP (what the protocol chooses on today), every
+label-free candidate (``evaluation.label_free``: pair-mAP, pair-R1, pair-loss on the val split's pairs with
+identities ignored; agreement and stability of the pseudo labels) and — for this evidence only, never read by
+any choice — test R1 of the epoch's model. Reported per regime and budget:
+
+- Kendall τ over epochs of each candidate with val-identity R1 and with test R1 (mean over runs);
+- checkpoint regret: test R1 of the epoch val identities choose minus test R1 of the epoch the candidate
+  chooses (mean over runs; 0 = as good as choosing with identities);
+- the choice between ITC and CPCL (the sweep of two trials, ``cpcl sweep --also synthpedes_itc``): each run's
+  best candidate score decides; right when it picks the one whose label-free checkpoint has the higher test R1,
+  counted where their test gap exceeds 1 R1, and its regret against the choice val identities make.
+
+    python benchmarks/label_free_selection.py --regimes default cctv sparse --epochs 5 --seeds 0 1 2
+    python benchmarks/label_free_selection.py --regimes default --epochs 10 --seeds 0 1 2 --name label_free_e10
+
+writes benchmarks/results/<name>.{json,md}; runs under runs/label_free/<regime>/<config>-seed<N>-e<E>
+(``epochs.json`` per run, reused when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from regimes import REGIMES
+from report import command, machine, markdown_table, write_results
+from scipy.stats import kendalltau
+
+from cpcl.config import load_config, resolve_config_path
+from cpcl.evaluation.label_free import SCORES as CANDIDATES
+
+CONFIGS = {"synthpedes_itc": "ITC", "synthpedes_cpcl": "CPCL"}
+
+
+def run_one(regime: str, config_name: str, seed: int, epochs: int, runs: Path) -> list[dict]:
+    """Train one run (or read it back) -> one row per epoch: val (R1, mAP), label-free scores, test R1."""
+    out = runs / regime / f"{config_name}-seed{seed}-e{epochs}"
+    saved = out / "epochs.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    from cpcl.engine import trainer
+
+    config = load_config(resolve_config_path(config_name),
+                         [*REGIMES[regime][1], f"train.seed={seed}", f"train.epochs={epochs}"])
+    test_r1: dict[int, float] = {}
+    run_epoch = trainer.run_epoch
+
+    def run_epoch_and_test(config, state, train_model, data, epoch, steps_per_epoch, device, *args, **kwargs):
+        row = run_epoch(config, state, train_model, data, epoch, steps_per_epoch, device, *args, **kwargs)
+        # the evidence only: nothing in the run reads this (and no generator moves: the evaluation loader has
+        # its own)
+        test_r1[epoch] = data.test.evaluate(state.model, device, 256).rank1
+        return row
+
+    trainer.run_epoch = run_epoch_and_test
+    try:
+        trainer.train(config, out, progress=False, overwrite=True)
+    finally:
+        trainer.run_epoch = run_epoch
+    rows = []
+    for line in (out / "metrics.jsonl").read_text().splitlines()[1:]:
+        row = json.loads(line)
+        rows.append({"epoch": row["epoch"], "val": row["val"]["rank1"] + row["val"]["mAP"],
+                     "val_rank1": row["val"]["rank1"], "label_free": row["label_free"],
+                     "test_rank1": test_r1[row["epoch"]]})
+    saved.write_text(json.dumps(rows))
+    return rows
+
+
+def _argmax(rows: list[dict], key) -> dict:
+    """The first row with the highest value (the trainer keeps the first best epoch too)."""
+    scored = [r for r in rows if key(r) is not None]
+    return max(scored, key=key) if scored else None
+
+
+def analyse(runs: dict[tuple, list[dict]], regime: str, epochs: int, seeds: list[int]) -> dict:
+    """Correlations and regrets of every candidate for one regime and budget."""
+    out = {"regime": regime, "epochs": epochs, "candidates": {}}
+    for name in CANDIDATES:
+        taus_val, taus_test, regrets = [], [], []
+        for config in CONFIGS:
+            for seed in seeds:
+                rows = runs[(regime, config, seed, epochs)]
+                scored = [r for r in rows if r["label_free"].get(name) is not None]
+                if len(scored) >= 3:
+                    values = [r["label_free"][name] for r in scored]
+                    taus_val.append(kendalltau(values, [r["val_rank1"] for r in scored]).statistic)
+                    taus_test.append(kendalltau(values, [r["test_rank1"] for r in scored]).statistic)
+                chosen = _argmax(rows, lambda r, n=name: r["label_free"].get(n))
+                if chosen is not None:
+                    regrets.append(_argmax(rows, lambda r: r["val"])["test_rank1"] - chosen["test_rank1"])
+        choice = itc_vs_cpcl(runs, regime, epochs, seeds, name)
+        out["candidates"][name] = {
+            "tau_val": _mean(taus_val), "tau_test": _mean(taus_test), "checkpoint_regret": _mean(regrets),
+            "max_checkpoint_regret": max(regrets) if regrets else None, **choice}
+    return out
+
+
+def itc_vs_cpcl(runs: dict, regime: str, epochs: int, seeds: list[int], name: str) -> dict:
+    """Per seed: the trial (ITC or CPCL) with the higher best ``name`` score, its label-free checkpoint's test R1,
+    against the trial val identities choose (its best-on-val checkpoint's test R1)."""
+    right, counted, regrets, picks = 0, 0, [], []
+    for seed in seeds:
+        best = {}
+        for config in CONFIGS:
+            rows = runs[(regime, config, seed, epochs)]
+            chosen = _argmax(rows, lambda r, n=name: r["label_free"].get(n))
+            best[config] = {"score": None if chosen is None else chosen["label_free"][name],
+                            "label_free_test": None if chosen is None else chosen["test_rank1"],
+                            "val": max(r["val"] for r in rows),
+                            "val_test": _argmax(rows, lambda r: r["val"])["test_rank1"]}
+        if any(b["score"] is None for b in best.values()):
+            continue  # a score ITC runs do not have cannot choose between ITC and CPCL
+        pick = max(best, key=lambda c: best[c]["score"])
+        by_ids = max(best, key=lambda c: best[c]["val"])
+        picks.append(CONFIGS[pick])
+        regrets.append(best[by_ids]["val_test"] - best[pick]["label_free_test"])
+        gap = best["synthpedes_cpcl"]["label_free_test"] - best["synthpedes_itc"]["label_free_test"]
+        if abs(gap) > 1:
+            counted += 1
+            right += (gap > 0) == (pick == "synthpedes_cpcl")
+    return {"choice_right": right, "choice_counted": counted, "choice_regret": _mean(regrets), "picks": picks}
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None and not np.isnan(v)]
+    return float(np.mean(values)) if values else None
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def report(analyses: list[dict], args: argparse.Namespace) -> str:
+    rows = []
+    for a in analyses:
+        for name, c in a["candidates"].items():
+            choice = (f"{c['choice_right']}/{c['choice_counted']}" if c["picks"] else "–")
+            rows.append([a["regime"], a["epochs"], name, _fmt(c["tau_val"]), _fmt(c["tau_test"]),
+                         _fmt(c["checkpoint_regret"]), _fmt(c["max_checkpoint_regret"]), choice,
+                         _fmt(c["choice_regret"]), " ".join(c["picks"]) or "–"])
+    header = ["regime", "epochs", "candidate", "τ with val-id R1", "τ with test R1", "checkpoint regret (R1)",
+              "worst", "ITC vs CPCL right (gap > 1)", "choice regret (R1)", "label-free picks per seed"]
+    return "\n".join([
+        "# Label-free selection: each candidate score against identity-based choices", "",
+        f"`{command()}` — {machine()}", "",
+        f"Seeds {' '.join(map(str, args.seeds))}; ITC and CPCL with the shipped settings. τ: Kendall's, over each "
+        "run's epochs, mean over runs. Regrets: test R1 of the identity-based choice minus test R1 of the "
+        "label-free one (mean; worst for checkpoints). Test R1 per epoch is recorded for this table only.", "",
+        markdown_table(header, rows, "lrlrrrrrrl")])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--regimes", nargs="+", default=["default"], choices=list(REGIMES))
+    parser.add_argument("--epochs", type=int, nargs="+", default=[5])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--runs", type=Path, default=Path("runs/label_free"))
+    parser.add_argument("--name", default="label_free_selection")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    runs, analyses = {}, []
+    for regime in args.regimes:
+        for epochs in args.epochs:
+            for config in CONFIGS:
+                for seed in args.seeds:
+                    runs[(regime, config, seed, epochs)] = run_one(regime, config, seed, epochs, args.runs)
+                    print(f"{regime} {config} seed {seed} e{epochs}: done", flush=True)
+            analyses.append(analyse(runs, regime, epochs, args.seeds))
+    write_results(args.name, {"command": command(), "machine": machine(), "analyses": analyses,
+                              "runs": {"|".join(map(str, k)): v for k, v in runs.items()}},
+                  report(analyses, args))
+
+
+if __name__ == "__main__":
+    main()
