@@ -272,7 +272,8 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     unreadable = [] if args.skip_unreadable else None
     with _hint_skip_unreadable():
         index = build_index(retriever, args.images, args.out, root=args.root, kind=args.kind, nlist=args.nlist,
-                            nprobe=args.nprobe, progress=True, overwrite=args.overwrite, uri=_milvus_uri(args),
+                            nprobe=args.nprobe, progress=not args.no_progress, overwrite=args.overwrite,
+                            uri=_milvus_uri(args),
                             unreadable=unreadable)
     wall = time.perf_counter() - t0
     print(f"indexed {len(index)} images under {index.root} in {wall:.1f}s ({len(index) / wall:.0f} images/s) "
@@ -320,7 +321,8 @@ def cmd_index_add(args: argparse.Namespace) -> int:
                                num_workers=args.workers)
     unreadable = [] if args.skip_unreadable else None
     with _hint_skip_unreadable():
-        added, already = add_images(retriever, index, args.images, progress=True, unreadable=unreadable)
+        added, already = add_images(retriever, index, args.images, progress=not args.no_progress,
+                                    unreadable=unreadable)
     print(f"added {added} images ({already} already indexed); {args.index} now holds {len(index)}")
     _report_unreadable(unreadable)
     return 0
@@ -523,6 +525,23 @@ def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
                           epilog=EXIT_STATUS)
 
 
+def _whole(low: int, high: int | None = None):
+    """An option's type: a whole number of at least ``low`` (and at most ``high``); anything else is refused
+    by argparse with the option named, before the command does any work."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
 
@@ -600,14 +619,14 @@ def _add_training_commands(sub) -> None:
                    help="confirm a train.supervised=true run: identity labels replace the clusters")
     p.add_argument("--out", help="run directory (required unless --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete epoch")
-    p.add_argument("--nproc", type=int, default=1, help="processes on this machine (DDP via torchrun)")
+    p.add_argument("--nproc", type=_whole(1), default=1, help="processes on this machine (DDP via torchrun)")
     _add_overwrite(p, "a run")
     p.set_defaults(func=cmd_train)
 
     p = _command(sub, "eval", "evaluate a checkpoint on a dataset split")
     _add_split_args(p)
     p.add_argument("--json", help="also write the metrics to this JSON file")
-    p.add_argument("--batch-size", type=int, default=256, help="encoding batch size")
+    p.add_argument("--batch-size", type=_whole(1), default=256, help="encoding batch size")
     _add_device(p)
     p.set_defaults(func=cmd_eval)
 
@@ -634,7 +653,7 @@ def _add_training_commands(sub) -> None:
     _add_run_args(p, None)
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
                    help="values to try for a config key (repeatable; trials are their combinations)")
-    p.add_argument("--trials", type=int, help="train this many combinations, drawn with --seed (default: all)")
+    p.add_argument("--trials", type=_whole(1), help="train this many combinations, drawn with --seed (default: all)")
     p.add_argument("--seed", type=int, default=0, help="which combinations --trials draws")
     p.add_argument("--also", action="append", metavar="CONFIG",
                    help="also train this config as it is, as one more trial (repeatable); with the baseline "
@@ -648,11 +667,11 @@ def _add_training_commands(sub) -> None:
 
     p = _command(sub, "visualize", "top-k ranking figures for queries of an evaluation split")
     _add_split_args(p)
-    p.add_argument("--queries", type=int, default=8, help="how many captions to show")
+    p.add_argument("--queries", type=_whole(1), default=8, help="how many captions to show")
     p.add_argument("--seed", type=int, default=0, help="which captions (drawn reproducibly)")
     p.add_argument("-k", type=int, default=10, help="images per query")
     p.add_argument("--out", required=True, help="directory for query_*.png and sheet.png")
-    p.add_argument("--batch-size", type=int, default=256, help="encoding batch size")
+    p.add_argument("--batch-size", type=_whole(1), default=256, help="encoding batch size")
     _add_device(p)
     _add_overwrite(p, "ranking figures")
     p.set_defaults(func=cmd_visualize)
@@ -671,8 +690,9 @@ def _add_training_commands(sub) -> None:
 
 
 def _add_encode_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=128, help="encoding batch size")
-    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--batch-size", type=_whole(1), default=128, help="encoding batch size")
+    p.add_argument("--workers", type=_whole(0), default=2, help="image decoding processes")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="leave out image files that cannot be read, and name them (default: stop at the first)")
     _add_device(p)
@@ -705,8 +725,8 @@ def _add_search_commands(sub) -> None:
     c.add_argument("--root", help="root the stored paths are relative to (default: the folder / common parent)")
     c.add_argument("--kind", default="exact", choices=INDEX_KINDS.names(),
                    help="; ".join(f"{name}: {kind.help}" for name, kind in INDEX_KINDS.items()))
-    c.add_argument("--nlist", type=int, help="inverted lists for ivf kinds (default about sqrt(N))")
-    c.add_argument("--nprobe", type=int, default=16, help="lists searched per query for ivf kinds")
+    c.add_argument("--nlist", type=_whole(1), help="inverted lists for ivf kinds (default about sqrt(N))")
+    c.add_argument("--nprobe", type=_whole(1), default=16, help="lists searched per query for ivf kinds")
     _add_backend(c)
     _add_encode_args(c)
     _add_overwrite(c, "an index")
@@ -730,7 +750,7 @@ def _add_search_commands(sub) -> None:
     p.add_argument("-k", type=int, default=10, help="results per query")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--grid", help="write a PNG of the top-k crops with ranks and scores")
-    p.add_argument("--nprobe", type=int, help="lists searched per query (ivf indexes; default: the index's)")
+    p.add_argument("--nprobe", type=_whole(1), help="lists searched per query (ivf indexes; default: the index's)")
     p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
     _add_text_encoder(p)
     _add_device(p)
@@ -740,14 +760,14 @@ def _add_search_commands(sub) -> None:
     p.add_argument("index", help="index directory (or Milvus collection)")
     _add_backend(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on")
+    p.add_argument("--port", type=_whole(1, 65535), default=8000, help="port to listen on")
     p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
     _add_text_encoder(p)
     _add_device(p)
     p.add_argument("--example", action="append", help="an example query shown on the page (repeatable)")
     p.add_argument("--token-file", help="require the token in this file from every client (default: "
                                         "$CPCL_SERVE_TOKEN if set, else no token)")
-    p.add_argument("--max-batch", type=int, default=32,
+    p.add_argument("--max-batch", type=_whole(1), default=32,
                    help="concurrent queries encoded and searched as one batch at most (1: no batching)")
     p.add_argument("--batch-window-ms", type=float, default=2.0,
                    help="while queries arrive concurrently, wait this long for more to join a batch (a lone client "

@@ -83,9 +83,11 @@ def _stamp(path: str) -> list[int] | None:
 def _decode_error(path: str) -> str | None:
     from PIL import Image
 
+    from cpcl.data.images import to_rgb
+
     try:
         with Image.open(path) as im:
-            im.convert("RGB").load()
+            to_rgb(im).load()
     except Exception as exc:  # any decoder failure is a problem to report, not a crash
         return str(exc) or type(exc).__name__
     return None

@@ -16,13 +16,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from cpcl.data.images import to_rgb
 from cpcl.data.records import ImageRecord
 
 
 def read_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
     except Exception as exc:
         raise OSError(f"cannot read image {path}: {exc}") from exc
 

@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cpcl.data.datasets import read_image, tokenize_all
+from cpcl.data.images import to_rgb
 from cpcl.data.transforms import build_eval_transform
 from cpcl.errors import CpclError
 from cpcl.model.checkpoint import load_checkpoint, model_fingerprint
@@ -50,7 +51,7 @@ class _ImageInputs(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         item = self.images[index]
         if isinstance(item, Image.Image):
-            image = item.convert("RGB")
+            image = to_rgb(item)
         elif isinstance(item, (str, Path)):
             try:
                 image = read_image(Path(item))
