@@ -3,6 +3,8 @@ left on disk (issue: check everything before any work): configs, option values, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -110,3 +112,102 @@ def test_the_index_reads_16_bit_pngs_as_pictures(tiny_checkpoint, tmp_path):
     retriever = load_retriever(tiny_checkpoint, "cpu")
     deep, flat = retriever.encode_images([tmp_path / "deep.png", tmp_path / "flat.png"])
     assert float(deep @ flat) > 0.9999
+
+
+@pytest.mark.parametrize("grid", ["cluster.epz=0.4,0.5", "cluster.eps=0.4,abc"])
+def test_a_sweep_whose_grid_cannot_be_read_trains_nothing(tmp_path, capsys, monkeypatch, grid):
+    from cpcl import selection
+
+    monkeypatch.setattr(selection, "train", lambda *a, **k: pytest.fail("a trial was trained"))
+    assert main(["sweep", "--config", "synthpedes_cpcl", "--grid", grid, "--out", str(tmp_path / "sweep")]) == 2
+    err = capsys.readouterr().err
+    assert f"the trial {grid.split('=')[0]}=" in err and "cannot be read, so no trial is trained" in err
+    assert not (tmp_path / "sweep").exists()
+    with pytest.raises(SystemExit):
+        main(["sweep", "--config", "synthpedes_cpcl", "--grid", "cluster.eps=0.4", "--trials", "0", "--out", "s"])
+
+
+def _crops(gallery, folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for path in gallery[:count]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
+def test_index_build_refusals_leave_nothing(tiny_checkpoint, gallery, tmp_path, capsys):
+    crops = _crops(gallery, tmp_path / "crops", 6)
+    base = ["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--device", "cpu",
+            "--workers", "0"]
+    assert main([*base, "--out", str(tmp_path / "ivf"), "--kind", "ivf", "--nlist", "64"]) == 2
+    assert "--nlist 64: an ivf index trains its 64 lists on the images, and 6 were found" in capsys.readouterr().err
+    assert not (tmp_path / "ivf").exists()
+    (tmp_path / "a-file").write_text("x")
+    assert main([*base, "--out", str(tmp_path / "a-file")]) == 2
+    assert "a-file is a file, not a folder: choose another --out" in capsys.readouterr().err
+    assert main(["export", "onnx", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "a-file")]) == 2
+    assert "a-file is a file, not a folder" in capsys.readouterr().err
+
+
+def test_an_interrupted_index_build_says_so_and_leaves_no_empty_folder(tiny_checkpoint, gallery, tmp_path, capsys,
+                                                                        monkeypatch):
+    from cpcl.retrieval import service
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(service, "_encode_readable", interrupted)
+    crops = _crops(gallery, tmp_path / "crops", 3)
+    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--out",
+                 str(tmp_path / "idx"), "--device", "cpu", "--workers", "0"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; no index was written" in err and "--resume" not in err
+    assert not (tmp_path / "idx").exists()
+
+
+def test_a_truncated_embeddings_file_names_the_file_and_the_index(tiny_checkpoint, gallery, tmp_path, capsys):
+    crops = _crops(gallery, tmp_path / "crops", 4)
+    index = tmp_path / "idx"
+    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--out", str(index),
+                 "--device", "cpu", "--workers", "0"]) == 0
+    embeddings = next(index.glob("embeddings.*.npy"))
+    embeddings.write_bytes(embeddings.read_bytes()[:200])
+    assert main(["search", str(index), "a man", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{index}: {embeddings.name} cannot be read" in err and "build it again" in err
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
+    assert "it holds no training run: start one with --config and --out" in capsys.readouterr().err
+
+
+def test_a_folder_with_only_the_config_of_a_run_that_never_trained_is_no_run(tmp_path):
+    from cpcl.engine.trainer import claim_run_dir
+    from cpcl.io import OutputExistsError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("train: {}\n")
+    claim_run_dir(run)  # not refused: nothing was trained there
+    assert not (run / "config.yaml").exists()
+    (run / "last.pt").write_bytes(b"x")
+    with pytest.raises(OutputExistsError, match="already holds a training run"):
+        claim_run_dir(run)
+
+
+def test_jsonl_repeated_lines_are_kept_once_and_noted(tmp_path, capsys):
+    import json
+
+    Image.fromarray(_picture(), "L").save(tmp_path / "a.png")
+    line = {"image": "a.png", "caption": "a man in a red coat"}
+    lines = [line, {"image": "a.png", "caption": "red coat, black shoes"}, line]
+    (tmp_path / "annotations.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    from cpcl.data.formats import load_annotations
+
+    ann = load_annotations("jsonl", tmp_path)
+    assert ann.records[0].captions == ("a man in a red coat", "red coat, black shoes")
+    assert main(["data", "check", "--format", "jsonl", "--root", str(tmp_path)]) == 0
+    assert "annotations.jsonl:3: repeats a caption of a.png (first at" in capsys.readouterr().out

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from cpcl.errors import CpclError, UsageError
+from cpcl.io import release_unused_claims
 from cpcl.threads import short_spin_waits
 from cpcl.version import __version__
 
@@ -101,6 +102,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     dups = ann.duplicate_images()
     if dups:
         print(f"note: {len(dups)} images appear in more than one record (first: {dups[0]})")
+    for note in ann.notes:
+        print(f"note: {note}")
     if problems:
         print(f"\n{len(problems)} problem(s):")
         for p in problems:
@@ -119,8 +122,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError("--resume RUN_DIR continues that run with its own config; drop --config/--set/--out/"
                              "--overwrite")
         out = Path(args.resume)
+        if not out.is_dir():
+            raise UsageError(f"cannot resume {out}: no such folder (--resume takes the --out of a cpcl train run)")
         if not (out / "last.pt").is_file():
-            raise UsageError(f"cannot resume {out}: no last.pt (no epoch of this run has completed)")
+            what = ("no epoch of this run has completed" if (out / "config.yaml").is_file() else
+                    "it holds no training run: start one with --config and --out")
+            raise UsageError(f"cannot resume {out}: no last.pt ({what})")
         from cpcl.model.checkpoint import checkpoint_config, read_checkpoint
 
         config = checkpoint_config(read_checkpoint(out / "last.pt"), out / "last.pt")
@@ -520,9 +527,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _command(sub, name: str, help: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_Formatter,
-                          epilog=EXIT_STATUS)
+def _command(sub, name: str, help: str, interrupted: str = "stopped before it finished") -> argparse.ArgumentParser:
+    """A subcommand; ``interrupted`` is what a Ctrl-C in it leaves behind, said after "interrupted; "."""
+    p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_Formatter,
+                       epilog=EXIT_STATUS)
+    p.set_defaults(interrupted=interrupted)
+    return p
+
+
+RUN_KEPT = "completed checkpoints are kept (cpcl train --resume RUN_DIR continues a run)"
 
 
 def _whole(low: int, high: int | None = None):
@@ -613,7 +626,7 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_training_commands(sub) -> None:
-    p = _command(sub, "train", "train a model from a config (torchrun-ready)")
+    p = _command(sub, "train", "train a model from a config (torchrun-ready)", RUN_KEPT)
     _add_run_args(p, None, config_required=False)
     p.add_argument("--supervised-upper-bound", action="store_true",
                    help="confirm a train.supervised=true run: identity labels replace the clusters")
@@ -630,7 +643,7 @@ def _add_training_commands(sub) -> None:
     _add_device(p)
     p.set_defaults(func=cmd_eval)
 
-    p = _command(sub, "pretrain", "pretrain the small SynthPedes CLIP and export its weights")
+    p = _command(sub, "pretrain", "pretrain the small SynthPedes CLIP and export its weights", RUN_KEPT)
     _add_run_args(p, "pretrain_synthclip_tiny")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--weights-out", help="where to write the weights (default: OUT/synthclip_tiny.pt)")
@@ -640,7 +653,8 @@ def _add_training_commands(sub) -> None:
     _add_overwrite(p, "a run and its weights")
     p.set_defaults(func=cmd_pretrain)
 
-    p = _command(sub, "demo", "the synthetic end-to-end demo: data, fine-tuning, results table, search index")
+    p = _command(sub, "demo", "the synthetic end-to-end demo: data, fine-tuning, results table, search index",
+                 "run it again with --overwrite to start over")
     p.add_argument("--out", default="runs/demo", help="demo directory")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of both configs")
     _add_device(p)
@@ -649,7 +663,8 @@ def _add_training_commands(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
     p = _command(sub, "sweep", "choose settings on val only (identities, or label-free): train a grid of "
-                               "trials, evaluate the best on test once")
+                               "trials, evaluate the best on test once",
+                 "finished trials are kept: the same cpcl sweep command continues with the next one")
     _add_run_args(p, None)
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
                    help="values to try for a config key (repeatable; trials are their combinations)")
@@ -718,7 +733,8 @@ def _add_search_commands(sub) -> None:
 
     p = _command(sub, "index", "build and extend gallery indexes for search")
     isub = p.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
-    c = _command(isub, "build", "encode a folder or list of pedestrian crops into a new index")
+    c = _command(isub, "build", "encode a folder or list of pedestrian crops into a new index",
+                 "no index was written (it is written once every image is encoded)")
     c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
     c.add_argument("--images", required=True, help="a folder (searched recursively) or a file listing image paths")
     c.add_argument("--out", required=True, help="index directory to create (or Milvus collection)")
@@ -731,7 +747,8 @@ def _add_search_commands(sub) -> None:
     _add_encode_args(c)
     _add_overwrite(c, "an index")
     c.set_defaults(func=cmd_index_build)
-    c = _command(isub, "add", "append the images of a folder or list that the index does not hold yet")
+    c = _command(isub, "add", "append the images of a folder or list that the index does not hold yet",
+                 "the index is as it was, or (Milvus) holds the chunks finished so far: the same add continues")
     c.add_argument("index", help="index directory (or Milvus collection)")
     c.add_argument("--images", required=True, help="a folder (searched recursively) or a file listing image paths")
     c.add_argument("--checkpoint", help="default: the checkpoint that built the index")
@@ -805,13 +822,14 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the final flush is quiet
         return 0
     except (CpclError, ValueError, OSError) as exc:  # bad usage or input: the message names what is at fault
+        release_unused_claims()
         if args.verbose:
             log.exception("error")
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; completed checkpoints are kept (cpcl train --resume RUN_DIR continues a run)",
-              file=sys.stderr)
+        release_unused_claims()
+        print(f"interrupted; {args.interrupted}", file=sys.stderr)
         return 130
 
 

@@ -214,7 +214,7 @@ class Config:
     def __post_init__(self) -> None:
         problems = inconsistencies(self)
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise InconsistentConfig("; ".join(problems))
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(dataclasses.asdict(self))
@@ -236,6 +236,10 @@ def trained_as_requested(recorded: Config, requested: Config) -> bool:
 
 class ConfigError(CpclError, ValueError):
     """A configuration file or override is invalid; the message names the key at fault."""
+
+
+class InconsistentConfig(ConfigError):
+    """Every key is valid, but together they cannot do what they say (the message names every key involved)."""
 
 
 def inconsistencies(config: Config) -> list[str]:
@@ -480,7 +484,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         return config_from_dict(values, overrides)
     except ConfigError as exc:
         where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{exc}") from None
+        raise type(exc)(f"{where}{exc}") from None
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -57,6 +57,8 @@ def claim_outputs(directory: str | Path, outputs: tuple[str, ...], *, overwrite:
     exactly those outputs (nothing else in the directory) before the command writes anew.
     """
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise error(f"{directory} is a file, not a folder: choose another --out")
     present = sorted({p for pattern in outputs for p in directory.glob(pattern)}) if directory.is_dir() else []
     if present and not overwrite:
         names = ", ".join(p.name for p in present[:4]) + (", ..." if len(present) > 4 else "")
@@ -66,13 +68,32 @@ def claim_outputs(directory: str | Path, outputs: tuple[str, ...], *, overwrite:
             shutil.rmtree(path)
         else:
             path.unlink()
-    directory.mkdir(parents=True, exist_ok=True)
+    if not directory.exists():
+        directory.mkdir(parents=True)
+        _created.append(directory)
     return directory
+
+
+_created: list[Path] = []  # folders this process's commands created to write into
+
+
+def release_unused_claims() -> list[Path]:
+    """Remove the folders :func:`claim_outputs` created that are still empty (the command failed or was
+    interrupted before writing anything) -> those removed. A failed command leaves no empty ``--out`` behind."""
+    removed = []
+    while _created:
+        directory = _created.pop()
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()
+            removed.append(directory)
+    return removed
 
 
 def claim_output_file(path: str | Path, *, overwrite: bool, holds: str) -> Path:
     """Refuse to write over an existing file unless ``overwrite`` (it is then replaced atomically)."""
     path = Path(path)
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a folder, not a file: choose another path")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} already exists ({holds}); choose another path, or pass --overwrite to "
                                 "replace it")

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from cpcl.config import Config, ConfigError, load_config, trained_as_requested
+from cpcl.config import Config, ConfigError, InconsistentConfig, load_config, trained_as_requested
 from cpcl.engine.report import results_table
 from cpcl.engine.trainer import train
 from cpcl.evaluation.evaluate import load_eval_split
@@ -95,13 +95,14 @@ def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str 
         raise ConfigError(f"--score {score!r}: expected one of {', '.join(SCORES)}")
     if score == "label-free":  # each trial's best.pt is its label-free choice too
         base_overrides = ["train.select_on=label-free", *base_overrides]
+    plan = [(Path(config_path), overrides, "") for overrides in trial_overrides(grid, limit, seed)]
+    plan += [(Path(other), (), str(other)) for other in also]
+    check_plan(plan, base_overrides)  # before anything is written or trained
     out = Path(out)
     if (out / "selection.json").is_file() or overwrite:  # a finished one is refused; a partial one continues
         claim_outputs(out, ("selection.json", "selection.md", "trial-*"), overwrite=overwrite,
                       holds="a finished selection", instead="choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    plan = [(Path(config_path), overrides, "") for overrides in trial_overrides(grid, limit, seed)]
-    plan += [(Path(other), (), str(other)) for other in also]
     trials = []
     for number, (path, overrides, other) in enumerate(plan):
         trials.append(_run_trial(number, path, [*base_overrides, *overrides], overrides,
@@ -119,6 +120,20 @@ def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str 
         selection.test = _test_once(out / f"trial-{chosen.number:03d}" / "best.pt", config, device)
     _write(selection, out)
     return selection
+
+
+def check_plan(plan: list[tuple[Path, tuple[str, ...], str]], base_overrides) -> None:
+    """Build every trial's config first: a grid or ``--set`` that cannot be read (an unknown key, a value of the
+    wrong type) stops the sweep before its first trial, naming it. A combination of valid settings that cannot
+    do what it says stays a trial of its own, recorded as invalid and not trained."""
+    for path, overrides, _ in plan:
+        try:
+            load_config(path, [*base_overrides, *overrides])
+        except InconsistentConfig:
+            continue
+        except ConfigError as exc:
+            what = f"the trial {' '.join(overrides)}" if overrides else f"{path.stem} as it is"
+            raise ConfigError(f"{what} cannot be read, so no trial is trained: {exc}") from None
 
 
 def _score(trial: Trial, score: str) -> float | None:

@@ -167,7 +167,11 @@ def _parse_jsonl(root: Path, check_files: bool) -> Annotations:
             result.problems.append(Problem(where, f"image {rec['image']} appears again (first at "
                                                   f"{entry['where']}) with another person_id or split"))
             continue
-        entry["captions"].extend(captions)
+        repeated = [c for c in captions if c in entry["captions"]]
+        if repeated:  # the same line twice would be two training pairs, and two queries at test
+            result.notes.append(f"{where}: repeats a caption of {rec['image']} (first at {entry['where']}); "
+                                "kept once")
+        entry["captions"].extend(c for c in captions if c not in entry["captions"])
     for rel, entry in by_image.items():
         path = image_root / rel
         if check_files and not path.is_file():

@@ -54,6 +54,7 @@ class Annotations:
     image_root: Path
     records: list[ImageRecord] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was read but is worth knowing (repeated lines, ...)
 
     def split(self, name: str) -> list[ImageRecord]:
         return [r for r in self.records if r.split == name]

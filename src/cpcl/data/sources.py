@@ -62,6 +62,10 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> Annotations:
     if cfg.format == "synth":
         prepare_synth(cfg.root, cfg.synth, progress)
     ann = read_annotations(annotation_format(cfg), cfg.root)
+    for note in ann.notes[:10]:
+        log.warning("%s", note)
+    if len(ann.notes) > 10:
+        log.warning("... and %d more such notes (cpcl data check lists them all)", len(ann.notes) - 10)
     bar = None
     if progress:
         from tqdm import tqdm

@@ -205,8 +205,11 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
 
 
 def claim_run_dir(out: Path, overwrite: bool = False) -> None:
-    """Refuse a directory that holds a run (or, with ``overwrite``, remove that run's files)."""
-    claim_outputs(out, RUN_FILES, overwrite=overwrite, holds="a training run",
+    """Refuse a directory that holds a run (or, with ``overwrite``, remove that run's files). The config and
+    metrics log of a run that never completed an epoch (no ``last.pt``) are no run: they are replaced."""
+    never_trained = out.is_dir() and not (out / "last.pt").exists() and all(
+        p.name in ("config.yaml", "metrics.jsonl") for p in out.iterdir() if p.name in RUN_FILES)
+    claim_outputs(out, RUN_FILES, overwrite=overwrite or never_trained, holds="a training run",
                   instead=f"continue it with `cpcl train --resume {out}`, or choose another --out")
 
 

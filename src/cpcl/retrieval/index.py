@@ -286,7 +286,11 @@ class GalleryIndex(GalleryBase):
         try:
             # stored Fortran-ordered, so no copy; an IVF index searches its own codes, and the embeddings are
             # only read (mapped, not loaded) when images are added
-            embeddings = np.asfortranarray(np.load(files["embeddings"], mmap_mode=None if exact else "r"))
+            try:
+                embeddings = np.asfortranarray(np.load(files["embeddings"], mmap_mode=None if exact else "r"))
+            except (ValueError, EOFError) as exc:  # a file cut short: numpy's text names neither file nor index
+                raise GalleryIndexError(f"{directory}: {files['embeddings'].name} cannot be read ({exc}): the index "
+                                        "is damaged; build it again with `cpcl index build`") from None
             paths = files["paths"].read_text().split("\n")[:-1] if manifest["count"] else []
         except OSError as exc:
             raise GalleryIndexError(f"{directory}: index files missing or unreadable ({exc})") from None

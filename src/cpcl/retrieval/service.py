@@ -158,6 +158,10 @@ def build_index(retriever: Retriever, images: str | Path | Sequence[Path], out: 
     An image file that cannot be read stops the build, naming it, before anything is written; with
     ``unreadable`` (a list), such files are left out of the index and appended to it."""
     root, paths = list_images(images, root)
+    if kind != "exact" and nlist is not None and nlist > len(paths):
+        raise GalleryIndexError(f"--nlist {nlist}: an {kind} index trains its {nlist} lists on the images, and "
+                                f"{len(paths)} were found under {root}; choose --nlist {len(paths)} or fewer (or leave "
+                                "it out for a size that fits), or --kind exact")
     if uri is not None:
         from cpcl.retrieval.milvus import MilvusGallery
 
