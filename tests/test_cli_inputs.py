@@ -211,3 +211,17 @@ def test_jsonl_repeated_lines_are_kept_once_and_noted(tmp_path, capsys):
     assert ann.records[0].captions == ("a man in a red coat", "red coat, black shoes")
     assert main(["data", "check", "--format", "jsonl", "--root", str(tmp_path)]) == 0
     assert "annotations.jsonl:3: repeats a caption of a.png (first at" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "sentence"), [
+    (["synth", "--out", "o", "--ids", "0"], "argument --ids: must be at least 1, got 0"),
+    (["synth", "--out", "o", "--caption-noise", "1.5"], "argument --caption-noise: must be at least 0 and at most 1"),
+    (["synth", "--out", "o", "--images-per-id", "0"], "argument --images-per-id: must be above 0 and at most 8"),
+    (["synth", "--out", "o", "--uniforms", "nan"], "argument --uniforms: must be at least 0 and at most 1"),
+    (["serve", "IDX", "--batch-window-ms", "-1"], "argument --batch-window-ms: must be at least 0"),
+    (["clusters", "RUN", "--epoch", "0"], "argument --epoch: must be at least 1, got 0"),
+])
+def test_numeric_options_of_every_command_share_one_check(args, sentence, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2 and sentence in capsys.readouterr().err

@@ -555,6 +555,22 @@ def _whole(low: int, high: int | None = None):
     return parse
 
 
+def _fraction(low: float = 0.0, high: float = 1.0, low_open: bool = False):
+    """An option's type: a finite number within [``low``, ``high``] (``(low, high]`` with ``low_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"must be {'above' if low_open else 'at least'} {low:g} and at most "
+                                             f"{high:g}, got {text}")
+        return value
+
+    return parse
+
+
 def _add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
 
@@ -570,29 +586,30 @@ def _add_data_commands(sub) -> None:
     p = _command(sub, "synth", "generate the SynthPedes benchmark (CUHK-PEDES format)")
     p.add_argument("--out", required=True, help="folder to write the dataset into")
     p.add_argument("--seed", type=int, default=0, help="generator seed: the dataset is a pure function of it")
-    p.add_argument("--ids", type=int, default=1000, help="number of identities")
-    p.add_argument("--val-ids", type=int, default=100, help="identities held out for val")
-    p.add_argument("--test-ids", type=int, default=200, help="identities held out for test")
-    p.add_argument("--images-per-id", type=float, default=3.0, help="mean images per identity (at most 8)")
-    p.add_argument("--captions-per-image", type=int, default=2, help="captions of each image")
-    p.add_argument("--near-duplicates", type=float, default=0.15,
+    p.add_argument("--ids", type=_whole(1), default=1000, help="number of identities")
+    p.add_argument("--val-ids", type=_whole(0), default=100, help="identities held out for val")
+    p.add_argument("--test-ids", type=_whole(0), default=200, help="identities held out for test")
+    p.add_argument("--images-per-id", type=_fraction(0, 8, low_open=True), default=3.0,
+                   help="mean images per identity (at most 8)")
+    p.add_argument("--captions-per-image", type=_whole(1), default=2, help="captions of each image")
+    p.add_argument("--near-duplicates", type=_fraction(), default=0.15,
                    help="share of identities that differ from another in one attribute only")
-    p.add_argument("--caption-noise", type=float, default=0.08,
+    p.add_argument("--caption-noise", type=_fraction(), default=0.08,
                    help="how often an annotator writes a confusable colour (navy as black)")
-    p.add_argument("--height", type=int, default=128, help="image height in pixels")
-    p.add_argument("--width", type=int, default=64, help="image width in pixels")
+    p.add_argument("--height", type=_whole(16), default=128, help="image height in pixels")
+    p.add_argument("--width", type=_whole(16), default=64, help="image width in pixels")
     p.add_argument("--domain", default="street", choices=DOMAINS,
                    help="scenes of the classic style, and the annotators' vocabulary")
     p.add_argument("--style", default="classic", choices=STYLES,
                    help="how persons are drawn: classic (eye level) or cctv (a high surveillance camera, other "
                         "body shapes and palette)")
-    p.add_argument("--cameras", type=int, default=0,
+    p.add_argument("--cameras", type=_whole(0), default=0,
                    help="classic style: every image taken by one of this many fixed cameras, each with its own "
                         "scene and colour cast that no caption mentions (0: a scene and lighting per image)")
-    p.add_argument("--uniforms", type=float, default=0.0,
+    p.add_argument("--uniforms", type=_fraction(), default=0.0,
                    help="share of persons who wear the outfit of an earlier one, told apart only by hair, skin, "
                         "build, headwear and glasses")
-    p.add_argument("--workers", type=int, default=None, help="rendering processes (default: up to 4)")
+    p.add_argument("--workers", type=_whole(1), default=None, help="rendering processes (default: up to 4)")
     _add_overwrite(p, "a dataset")
     p.set_defaults(func=cmd_synth)
 
@@ -620,7 +637,7 @@ def _add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, choices=FORMATS.names(), help="annotation format")
     p.add_argument("--root", required=True, help="data root or dataset folder")
     p.add_argument("--split", default="test", choices=["val", "test"], help="which split to rank")
-    p.add_argument("--val-ids-from-train", type=int, default=0, metavar="N",
+    p.add_argument("--val-ids-from-train", type=_whole(0), default=0, metavar="N",
                    help="the val split is N persons held out of the training split, as a run with "
                         "data.val_ids_from_train=N held them out (datasets without a val split)")
 
@@ -684,7 +701,7 @@ def _add_training_commands(sub) -> None:
     _add_split_args(p)
     p.add_argument("--queries", type=_whole(1), default=8, help="how many captions to show")
     p.add_argument("--seed", type=int, default=0, help="which captions (drawn reproducibly)")
-    p.add_argument("-k", type=int, default=10, help="images per query")
+    p.add_argument("-k", type=_whole(1), default=10, help="images per query")
     p.add_argument("--out", required=True, help="directory for query_*.png and sheet.png")
     p.add_argument("--batch-size", type=_whole(1), default=256, help="encoding batch size")
     _add_device(p)
@@ -693,7 +710,7 @@ def _add_training_commands(sub) -> None:
 
     p = _command(sub, "clusters", "browse the pseudo identities an epoch of a run trained on (PNG sheets and a page)")
     p.add_argument("run", help="a run directory (the --out of cpcl train)")
-    p.add_argument("--epoch", type=int, help="epoch whose labels to draw (default: the last one saved)")
+    p.add_argument("--epoch", type=_whole(1), help="epoch whose labels to draw (default: the last one saved)")
     p.add_argument("--modality", default="image", choices=["image", "text"], help="whose clusters to draw")
     p.add_argument("--order", default="largest", choices=["largest", "impure"],
                    help="largest first, or least pure first (needs held-out identities on the records)")
@@ -786,7 +803,7 @@ def _add_search_commands(sub) -> None:
                                         "$CPCL_SERVE_TOKEN if set, else no token)")
     p.add_argument("--max-batch", type=_whole(1), default=32,
                    help="concurrent queries encoded and searched as one batch at most (1: no batching)")
-    p.add_argument("--batch-window-ms", type=float, default=2.0,
+    p.add_argument("--batch-window-ms", type=_fraction(0, 1000), default=2.0,
                    help="while queries arrive concurrently, wait this long for more to join a batch (a lone client "
                         "never waits)")
     p.set_defaults(func=cmd_serve)
