@@ -69,6 +69,16 @@ class Annotations:
                           "identities": len(ids)}
         return out
 
+    def _check_hold_out(self, key: str, count: int, unit: str) -> str:
+        """The checks both hold-outs share -> ``"key=count"`` for their messages."""
+        where = f"{key}={count}"
+        if count < 0:
+            raise ConfigError(f"{where}: expected a number of {unit}, at least 0")
+        if self.split("val"):
+            raise ConfigError(f"{where}: {self.annotation_file} already has a val split "
+                              f"({len(self.split('val'))} images); set it to 0")
+        return where
+
     def hold_out_val(self, num_ids: int, key: str = "data.val_ids_from_train") -> Annotations:
         """A copy whose val split is ``num_ids`` persons of the training split, drawn once with a fixed seed
         (every run and ``cpcl eval`` see the same ones), every image of each: they leave training whole.
@@ -78,12 +88,7 @@ class Annotations:
         training never sees them."""
         if num_ids == 0:
             return self
-        where = f"{key}={num_ids}"
-        if num_ids < 0:
-            raise ConfigError(f"{where}: expected a number of persons, at least 0")
-        if self.split("val"):
-            raise ConfigError(f"{where}: {self.annotation_file} already has a val split "
-                              f"({len(self.split('val'))} images); set it to 0")
+        where = self._check_hold_out(key, num_ids, "persons")
         train = self.split("train")
         missing = sum(r.person_id is None for r in train)
         if missing:
@@ -106,12 +111,7 @@ class Annotations:
         model was not trained on, which label-free selection scores on. No identity label is read."""
         if num_images == 0:
             return self
-        where = f"{key}={num_images}"
-        if num_images < 0:
-            raise ConfigError(f"{where}: expected a number of images, at least 0")
-        if self.split("val"):
-            raise ConfigError(f"{where}: {self.annotation_file} already has a val split "
-                              f"({len(self.split('val'))} images), whose pairs are held out already; set it to 0")
+        where = self._check_hold_out(key, num_images, "images")
         train = [i for i, r in enumerate(self.records) if r.split == "train"]
         if num_images >= len(train):
             raise ConfigError(f"{where}: the training split of {self.annotation_file} has only {len(train)} "
