@@ -3,6 +3,7 @@ left on disk (issue: check everything before any work): configs, option values, 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -199,8 +200,6 @@ def test_a_folder_with_only_the_config_of_a_run_that_never_trained_is_no_run(tmp
 
 
 def test_jsonl_repeated_lines_are_kept_once_and_noted(tmp_path, capsys):
-    import json
-
     Image.fromarray(_picture(), "L").save(tmp_path / "a.png")
     line = {"image": "a.png", "caption": "a man in a red coat"}
     lines = [line, {"image": "a.png", "caption": "red coat, black shoes"}, line]
@@ -225,3 +224,37 @@ def test_numeric_options_of_every_command_share_one_check(args, sentence, capsys
     with pytest.raises(SystemExit) as stop:
         main(args)
     assert stop.value.code == 2 and sentence in capsys.readouterr().err
+
+
+def test_16_bit_pngs_through_data_check_and_index_build(tiny_checkpoint, tmp_path, capsys):
+    from cpcl.retrieval.index import GalleryIndex
+
+    grey = _picture()
+    (tmp_path / "imgs").mkdir()
+    _sixteen_bit(grey).save(tmp_path / "imgs" / "deep.png")
+    Image.fromarray(grey, "L").save(tmp_path / "imgs" / "flat.png")
+    lines = [{"image": f"imgs/{name}.png", "caption": "a person", "split": "train"} for name in ("deep", "flat")]
+    (tmp_path / "annotations.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert main(["data", "check", "--format", "jsonl", "--root", str(tmp_path)]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(tmp_path / "imgs"), "--out",
+                 str(tmp_path / "idx"), "--device", "cpu", "--workers", "0", "--no-progress"]) == 0
+    index = GalleryIndex.load(tmp_path / "idx")
+    deep, flat = (np.asarray(index.embeddings)[index.item_of(name)] for name in ("deep.png", "flat.png"))
+    assert float(deep @ flat) > 0.9999  # was 0.20: the 16-bit picture was read as white
+
+
+def test_train_into_a_folder_left_by_a_run_that_never_trained(tiny_synth, tmp_path, capsys):
+    """A run stopped before its first epoch leaves config.yaml (and a metrics log) only: the next
+    `cpcl train --out` there starts, instead of calling it a training run that --resume cannot continue."""
+    from tests.conftest import tiny_config
+
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny_config(tiny_synth, "train.max_steps_per_epoch=1").to_dict()))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("train: {}\n")
+    assert main(["train", "--config", str(config), "--out", str(run), "--no-progress"]) == 0
+    assert (run / "last.pt").is_file()
+    assert main(["train", "--config", str(config), "--out", str(run), "--no-progress"]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
