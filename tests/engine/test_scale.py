@@ -232,7 +232,7 @@ def test_resume_from_the_command_line(tiny_synth, tmp_path, capsys):
     assert "test metrics" in capsys.readouterr().out
     assert len(_rows(tmp_path / "run")) == 2
     assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2  # a usage error
-    assert "no last.pt" in capsys.readouterr().err
+    assert "nothing: no such folder" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "run"), "--config", str(cfg)]) == 2
     assert "drop --config" in capsys.readouterr().err
 
