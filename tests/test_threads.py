@@ -7,9 +7,11 @@ import os
 import faiss
 import numba
 import numpy as np
+import pytest
 import torch
 
 from cpcl.clustering import pseudo_labels
+from cpcl.errors import CpclError
 from cpcl.threads import labelling_threads
 
 
@@ -22,6 +24,10 @@ def test_labelling_takes_the_node_cores_under_torchrun(monkeypatch):
         assert labelling_threads(distributed=True) == cores
         monkeypatch.setenv("CPCL_LABEL_THREADS", "3")
         assert labelling_threads(distributed=True) == 3
+        for bad in ("0", "two"):
+            monkeypatch.setenv("CPCL_LABEL_THREADS", bad)
+            with pytest.raises(CpclError, match=f"CPCL_LABEL_THREADS='{bad}': expected a number of threads"):
+                labelling_threads(distributed=True)
         monkeypatch.delenv("CPCL_LABEL_THREADS")
         seen = {}
         dbscan = pseudo_labels.dbscan_labels

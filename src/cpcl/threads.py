@@ -19,6 +19,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+from cpcl.errors import CpclError
+
 SPIN_COUNT = "10000"  # GNU OpenMP's default is 300000 spins before an idle thread sleeps
 
 
@@ -41,8 +43,11 @@ def labelling_threads(distributed: bool) -> int:
     """
     import torch
 
-    if os.environ.get(LABEL_THREADS_ENV):
-        return max(1, int(os.environ[LABEL_THREADS_ENV]))
+    text = os.environ.get(LABEL_THREADS_ENV, "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise CpclError(f"{LABEL_THREADS_ENV}={text!r}: expected a number of threads, at least 1")
+        return int(text)
     if not distributed:
         return torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
