@@ -11,10 +11,14 @@ any choice — test R1 of the epoch's model. Reported per regime and budget:
   chooses (mean over runs; 0 = as good as choosing with identities);
 - the choice between ITC and CPCL (the sweep of two trials, ``cpcl sweep --also synthpedes_itc``): each run's
   best candidate score decides; right when it picks the one whose label-free checkpoint has the higher test R1,
-  counted where their test gap exceeds 1 R1, and its regret against the choice val identities make.
+  counted where their test gap exceeds 1 R1, and its regret against the choice val identities make;
+- with ``--grid KEY=V1,V2,...``: a sweep of more trials — ITC, shipped CPCL and CPCL with each grid value —
+  chosen by each candidate that scores every trial (Kendall τ over the trials of their best candidate score with
+  their best-on-val test R1, and the regret of the label-free trial against the trial val identities choose).
 
     python benchmarks/label_free_selection.py --regimes default cctv sparse --epochs 5 --seeds 0 1 2
     python benchmarks/label_free_selection.py --regimes default --epochs 10 --seeds 0 1 2 --name label_free_e10
+    python benchmarks/label_free_selection.py --regimes default --grid cluster.eps=0.3,0.5,0.6 --name label_free_sweep
 
 writes benchmarks/results/<name>.{json,md}; runs under runs/label_free/<regime>/<config>-seed<N>-e<E>
 (``epochs.json`` per run, reused when present).
@@ -38,16 +42,23 @@ from cpcl.evaluation.label_free import SCORES as CANDIDATES
 CONFIGS = {"synthpedes_itc": "ITC", "synthpedes_cpcl": "CPCL"}
 
 
-def run_one(regime: str, config_name: str, seed: int, epochs: int, runs: Path) -> list[dict]:
+def trial_config(trial: str) -> tuple[str, list[str]]:
+    """``synthpedes_cpcl cluster.eps=0.5`` -> (config name, [override])."""
+    name, *overrides = trial.split(" ")
+    return name, overrides
+
+
+def run_one(regime: str, trial: str, seed: int, epochs: int, runs: Path) -> list[dict]:
     """Train one run (or read it back) -> one row per epoch: val (R1, mAP), label-free scores, test R1."""
-    out = runs / regime / f"{config_name}-seed{seed}-e{epochs}"
+    config_name, overrides = trial_config(trial)
+    out = runs / regime / "-".join([config_name, *overrides, f"seed{seed}", f"e{epochs}"])
     saved = out / "epochs.json"
     if saved.is_file():
         return json.loads(saved.read_text())
     from cpcl.engine import trainer
 
     config = load_config(resolve_config_path(config_name),
-                         [*REGIMES[regime][1], f"train.seed={seed}", f"train.epochs={epochs}"])
+                         [*REGIMES[regime][1], *overrides, f"train.seed={seed}", f"train.epochs={epochs}"])
     test_r1: dict[int, float] = {}
     run_epoch = trainer.run_epoch
 
@@ -128,6 +139,36 @@ def itc_vs_cpcl(runs: dict, regime: str, epochs: int, seeds: list[int], name: st
     return {"choice_right": right, "choice_counted": counted, "choice_regret": _mean(regrets), "picks": picks}
 
 
+def sweep(runs: dict, regime: str, epochs: int, seeds: list[int], trials: list[str]) -> dict:
+    """Per seed, the sweep of every trial: the one with the highest best score of each candidate that scores
+    them all, against the one val identities choose (best val over epochs)."""
+    out = {"regime": regime, "epochs": epochs, "trials": trials, "candidates": {}}
+    for name in CANDIDATES:
+        taus, regrets, picks, by_ids = [], [], [], []
+        for seed in seeds:
+            best = {}
+            for trial in trials:
+                rows = runs[(regime, trial, seed, epochs)]
+                chosen = _argmax(rows, lambda r, n=name: r["label_free"].get(n))
+                if chosen is None:
+                    break
+                best[trial] = {"score": chosen["label_free"][name], "label_free_test": chosen["test_rank1"],
+                               "val": max(r["val"] for r in rows),
+                               "val_test": _argmax(rows, lambda r: r["val"])["test_rank1"]}
+            else:
+                pick = max(trials, key=lambda t: best[t]["score"])
+                ids = max(trials, key=lambda t: best[t]["val"])
+                picks.append(trials.index(pick))
+                by_ids.append(trials.index(ids))
+                regrets.append(best[ids]["val_test"] - best[pick]["label_free_test"])
+                taus.append(kendalltau([best[t]["score"] for t in trials],
+                                       [best[t]["val_test"] for t in trials]).statistic)
+        if regrets:
+            out["candidates"][name] = {"tau_test": _mean(taus), "regret": _mean(regrets), "worst": max(regrets),
+                                       "picks": picks, "by_ids": by_ids}
+    return out
+
+
 def _mean(values: list) -> float | None:
     values = [v for v in values if v is not None and not np.isnan(v)]
     return float(np.mean(values)) if values else None
@@ -137,7 +178,7 @@ def _fmt(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def report(analyses: list[dict], args: argparse.Namespace) -> str:
+def report(analyses: list[dict], sweeps: list[dict], args: argparse.Namespace) -> str:
     rows = []
     for a in analyses:
         for name, c in a["candidates"].items():
@@ -153,7 +194,22 @@ def report(analyses: list[dict], args: argparse.Namespace) -> str:
         f"Seeds {' '.join(map(str, args.seeds))}; ITC and CPCL with the shipped settings. τ: Kendall's, over each "
         "run's epochs, mean over runs. Regrets: test R1 of the identity-based choice minus test R1 of the "
         "label-free one (mean; worst for checkpoints). Test R1 per epoch is recorded for this table only.", "",
-        markdown_table(header, rows, "lrlrrrrrrl")])
+        markdown_table(header, rows, "lrlrrrrrrl"), *sweep_report(sweeps)])
+
+
+def sweep_report(sweeps: list[dict]) -> list[str]:
+    if not sweeps:
+        return []
+    lines = ["", "## Sweeps of more trials", ""]
+    for s in sweeps:
+        lines.append(f"{s['regime']}, {s['epochs']} epochs — trials: "
+                     + "; ".join(f"{i} `{t}`" for i, t in enumerate(s["trials"])))
+    rows = [[s["regime"], s["epochs"], name, _fmt(c["tau_test"]), _fmt(c["regret"]), _fmt(c["worst"]),
+             " ".join(map(str, c["picks"])), " ".join(map(str, c["by_ids"]))]
+            for s in sweeps for name, c in s["candidates"].items()]
+    header = ["regime", "epochs", "candidate", "τ over trials with test R1", "sweep regret (R1)", "worst",
+              "label-free pick per seed", "val-identity pick per seed"]
+    return [*lines, "", markdown_table(header, rows, "lrlrrrll")]
 
 
 def main() -> None:
@@ -163,19 +219,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--runs", type=Path, default=Path("runs/label_free"))
     parser.add_argument("--name", default="label_free_selection")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                        help="also train CPCL with each value and report the sweep of every trial")
     args = parser.parse_args()
+    grid = [f"synthpedes_cpcl {key}={value}" for key, values in (g.split("=", 1) for g in args.grid)
+            for value in values.split(",")]
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    runs, analyses = {}, []
+    runs, analyses, sweeps = {}, [], []
     for regime in args.regimes:
         for epochs in args.epochs:
-            for config in CONFIGS:
+            for config in [*CONFIGS, *grid]:
                 for seed in args.seeds:
                     runs[(regime, config, seed, epochs)] = run_one(regime, config, seed, epochs, args.runs)
                     print(f"{regime} {config} seed {seed} e{epochs}: done", flush=True)
             analyses.append(analyse(runs, regime, epochs, args.seeds))
+            if grid:
+                sweeps.append(sweep(runs, regime, epochs, args.seeds, [*CONFIGS, *grid]))
     write_results(args.name, {"command": command(), "machine": machine(), "analyses": analyses,
-                              "runs": {"|".join(map(str, k)): v for k, v in runs.items()}},
-                  report(analyses, args))
+                              "sweeps": sweeps, "runs": {"|".join(map(str, k)): v for k, v in runs.items()}},
+                  report(analyses, sweeps, args))
 
 
 if __name__ == "__main__":
