@@ -45,6 +45,7 @@ TRAIN="python3 -m cpcl train --config synthpedes_cpcl --device cuda --no-progres
 
 step demo 150 python3 -m cpcl demo --device cuda --out "$OUT_DIR/demo" --no-progress --overwrite
 step torchrun_one_rank 90 env CPCL_FORCE_DISTRIBUTED=1 CPCL_CHECK_COLLECTIVES=cuda \
+  PYTHONPATH="$PWD/tests/support:$PYTHONPATH" \
   python3 -m torch.distributed.run --standalone --nproc_per_node=1 \
   -m cpcl train --config synthpedes_cpcl --device cuda --no-progress --overwrite --out "$OUT_DIR/torchrun" \
   --set train.epochs=1

@@ -211,8 +211,9 @@ def rehearse(work: Path, arch: str = "ViT-B-16", nproc: int = 2, epochs: int = 2
     archive = write_openai_archive(work / f"{arch}.pt", arch)
     data_root = write_cuhk_pedes(work / "data", **(dataset or {})).parent
     seconds["artefacts"] = time.perf_counter() - t0
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "benchmarks"),
-                                                        os.environ.get("PYTHONPATH", "")]),
+    # tests/support's sitecustomize checks every collective against the backends a CUDA run has
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "support"), str(REPO / "src"),
+                                                        str(REPO / "benchmarks"), os.environ.get("PYTHONPATH", "")]),
            "CPCL_CHECK_COLLECTIVES": "cuda", "PYTHONUNBUFFERED": "1"}
     if nproc == 1:
         env["CPCL_FORCE_DISTRIBUTED"] = "1"  # one rank still runs every collective through the process group

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from cpcl.engine.seeding import rank_seed
+from tests.support.collectives import checked_env
 
 # runs under torchrun: records each rank's first batch of every epoch, then trains as `cpcl train` does
 RECORDER = '''
@@ -69,7 +70,7 @@ def _run(tmp_path: Path, data: Path, name: str, nproc: int, workers: int) -> Pat
         "optim": {"lr": 1e-3, "warmup_epochs": 0},
         "augment": {"random_erasing": 1.0},
         "train": {"epochs": 2, "batch_size": 8, "eval_batch_size": 64, "max_steps_per_epoch": 1}}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CPCL_CHECK_COLLECTIVES": "cuda"}
+    env = checked_env("cuda", {**os.environ, "OMP_NUM_THREADS": "1"})
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     done = subprocess.run([*launcher, str(script), str(record), "train", "--config", str(config), "--out",
                            str(tmp_path / f"run-{name}"), "--no-progress"],

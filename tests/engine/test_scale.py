@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,6 +27,7 @@ from cpcl.engine.trainer import train
 from cpcl.model.checkpoint import build_model, read_checkpoint
 from tests.conftest import tiny_config
 from tests.engine.test_cpcl import CPCL
+from tests.support.collectives import check_collective_devices, checked_env
 
 NO_AUGMENT = ("augment.hflip=false", "augment.pad=0", "augment.random_erasing=0")
 
@@ -198,7 +201,7 @@ def test_two_gloo_processes_match_one_process(tiny_synth, tmp_path):
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(values))
     # every collective refuses a tensor that a CUDA run's process group would have no backend for
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CPCL_CHECK_COLLECTIVES": "cuda"}
+    env = checked_env("cuda", {**os.environ, "OMP_NUM_THREADS": "1"})
     # --nproc 2 relaunches under torchrun; its micro-batches (accumulate 2) exercise DDP's no_sync as well
     for name, nproc, accumulate in (("one", "1", "1"), ("two", "2", "2")):
         cmd = [sys.executable, "-m", "cpcl", "train", "--nproc", nproc, "--config", str(cfg), "--out",
@@ -245,12 +248,22 @@ def test_collectives_refuse_tensors_the_run_has_no_backend_for(monkeypatch):
     assert distributed.backend_devices("nccl") == {"cuda"}  # what a CUDA run joined before: no CPU collectives
     calls = []
     monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, **kw: calls.append(tensor))
-    distributed.check_collective_devices({"cuda"}, "cuda")
+    check_collective_devices({"cuda"}, "cuda")
     with pytest.raises(RuntimeError, match="dist.all_reduce got a cpu tensor .* has no backend for it"):
         distributed.dist.all_reduce(torch.zeros(3))
     assert not calls
-    distributed.check_collective_devices({"cpu", "cuda"}, "cuda")  # already checked: not wrapped twice
+    check_collective_devices({"cpu", "cuda"}, "cuda")  # already checked: not wrapped twice
     assert distributed.dist.all_reduce.cpcl_checked.__name__ == "<lambda>"
+
+
+def test_no_production_module_patches_torch_distributed():
+    """The check above lives in the tests: the package never assigns to a ``torch.distributed`` attribute."""
+    import cpcl
+
+    root = Path(cpcl.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if re.search(r"setattr\(\s*dist\b|\bdist\.\w+\s*=[^=]", p.read_text())]
+    assert not offenders, offenders
 
 
 def test_a_one_rank_process_group_runs_every_collective_and_trains_the_same(tiny_synth, tmp_path):
@@ -266,13 +279,13 @@ def test_a_one_rank_process_group_runs_every_collective_and_trains_the_same(tiny
     assert plain.returncode == 0, plain.stderr[-2000:]
     forced = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
                              *base[1:], "--out", str(tmp_path / "forced")], capture_output=True, text=True,
-                            env={**env, "CPCL_FORCE_DISTRIBUTED": "1", "CPCL_CHECK_COLLECTIVES": "cuda"},
+                            env=checked_env("cuda", {**env, "CPCL_FORCE_DISTRIBUTED": "1"}),
                             timeout=300)
     assert forced.returncode == 0, forced.stderr[-2000:]
     # the collectives did run: an NCCL-only group (which has no CPU backend) fails the same run
     nccl_only = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
                                 *base[1:], "--out", str(tmp_path / "nccl-only")], capture_output=True, text=True,
-                               env={**env, "CPCL_FORCE_DISTRIBUTED": "1", "CPCL_CHECK_COLLECTIVES": "nccl"},
+                               env=checked_env("nccl", {**env, "CPCL_FORCE_DISTRIBUTED": "1"}),
                                timeout=300)
     assert nccl_only.returncode != 0 and "a nccl process group has no backend for it" in nccl_only.stderr
     rows = [_rows(tmp_path / name)[1] for name in ("plain", "forced")]

@@ -3,9 +3,8 @@
 A run started by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment, or 1 with ``CPCL_FORCE_DISTRIBUTED=1``)
 joins a process group with a backend for every device a collective's tensors can be on:
 ``cpu:gloo,cuda:nccl`` when it trains on CUDA (NCCL has no CPU collectives: sizes, indices, loss totals and
-the features gathered for clustering are CPU tensors), gloo on the CPU. ``CPCL_CHECK_COLLECTIVES=cuda``
-makes every collective refuse a tensor on a device that the CUDA run's group would have no backend for
-(``=nccl``: that an NCCL-only group would have none for); the CPU test suite trains that way. Every rank
+the features gathered for clustering are CPU tensors), gloo on the CPU (the CPU test suite checks every
+collective against the CUDA run's backends: ``tests/support/collectives.py``). Every rank
 builds the same global batch order from ``(seed, epoch)`` and takes its contiguous slice of each global
 batch, so a run on N ranks sees the same batches as a single-process run with the same
 ``train.batch_size`` (the global batch).
@@ -84,43 +83,7 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         timeout = datetime.timedelta(minutes=float(os.environ.get("CPCL_DIST_TIMEOUT_MIN", "30")))
         dist.init_process_group(backend_for(device), rank=info.rank, world_size=info.world_size,
                                 device_id=device if device.type == "cuda" else None, timeout=timeout)
-    checked = os.environ.get("CPCL_CHECK_COLLECTIVES")  # a device type ("cuda") or a backend ("nccl")
-    if checked:
-        backend = backend_for(torch.device(checked)) if checked in ("cpu", "cuda") else checked
-        check_collective_devices(backend_devices(backend), backend)
     return info, device
-
-
-_COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_reduce", "broadcast", "reduce_scatter",
-                "reduce_scatter_tensor", "gather", "scatter", "reduce")
-
-
-def check_collective_devices(allowed: set[str], run: str) -> None:
-    """Make every collective of ``torch.distributed`` refuse a tensor whose device type is not in ``allowed``:
-    the device types that a run on ``run`` has a backend for (NCCL alone: CUDA tensors only)."""
-
-    def tensors(value):
-        if isinstance(value, torch.Tensor):
-            yield value
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                yield from tensors(item)
-
-    def wrap(name, function):
-        def checked(*args, **kwargs):
-            for tensor in tensors([*args, *kwargs.values()]):
-                if tensor.device.type not in allowed:
-                    raise RuntimeError(f"dist.{name} got a {tensor.device.type} tensor {tuple(tensor.shape)}: a "
-                                       f"{run} process group has no backend for it (backends for: "
-                                       f"{', '.join(sorted(allowed))})")
-            return function(*args, **kwargs)
-
-        checked.cpcl_checked = function
-        return checked
-
-    for name in _COLLECTIVES:
-        if hasattr(dist, name) and not hasattr(getattr(dist, name), "cpcl_checked"):
-            setattr(dist, name, wrap(name, getattr(dist, name)))
 
 
 def shutdown_distributed() -> None:
