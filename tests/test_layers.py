@@ -15,6 +15,7 @@ LAYERS = [
     {"cpcl.data"},
     {"cpcl.model", "cpcl.clustering", "cpcl.losses", "cpcl.memory"},
     {"cpcl.evaluation"},
+    {"cpcl.views"},
     {"cpcl.engine", "cpcl.retrieval"},
     {"cpcl.demo", "cpcl.selection"},
     {"cpcl.cli"},

@@ -146,8 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _run_training(args: argparse.Namespace, config, out: Path) -> int:
     from cpcl.engine.distributed import shutdown_distributed
-    from cpcl.engine.report import results_table
     from cpcl.engine.trainer import train
+    from cpcl.views.report import results_table
 
     device = _pick_device(args.device)
     t0 = time.perf_counter()
@@ -183,8 +183,8 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str], out: Path) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cpcl.engine.report import results_table
     from cpcl.evaluation.evaluate import load_eval_split
+    from cpcl.views.report import results_table
 
     device = _pick_device(args.device)
     model, split, payload = load_eval_split(args.checkpoint, args.format, args.root, args.split, device,
@@ -228,7 +228,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from cpcl.demo import run_demo
-    from cpcl.engine.report import results_table
+    from cpcl.views.report import results_table
 
     device = _pick_device(args.device)
     demo = run_demo(args.out, args.set or [], device=device, progress=not args.no_progress, overwrite=args.overwrite)
@@ -366,7 +366,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             for h in r.hits:
                 print(f"{h.rank:>4}  {h.score:.4f}  {h.path}")
     if args.grid:
-        from cpcl.evaluation.figures import RankedImage, ranking_row, save_png, stack
+        from cpcl.views.figures import RankedImage, ranking_row, save_png, stack
 
         rows = [ranking_row(r.query, [RankedImage(service.index.absolute_path(h.item), h.score) for h in r.hits])
                 for r in results]
@@ -422,7 +422,7 @@ def _serve_token(token_file: str | None) -> str | None:
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from cpcl.evaluation.visualize import write_ranking_figures
+    from cpcl.views.rankings import write_ranking_figures
 
     summary = write_ranking_figures(args.checkpoint, args.format, args.root, args.out, split=args.split,
                                     queries=args.queries, seed=args.seed, k=args.k, device=_pick_device(args.device),
@@ -436,7 +436,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
 
 def cmd_clusters(args: argparse.Namespace) -> int:
-    from cpcl.engine.cluster_view import render_clusters
+    from cpcl.views.clusters import render_clusters
 
     summary = render_clusters(args.run, args.epoch, args.out, modality=args.modality, order=args.order,
                               clusters=args.clusters, per_cluster=args.per_cluster, overwrite=args.overwrite)

@@ -15,10 +15,10 @@ from cpcl.config import DataConfig, load_config, packaged_configs
 from cpcl.data.formats import load_annotations
 from cpcl.data.sources import annotation_format
 from cpcl.engine.trainer import train
-from cpcl.evaluation.visualize import write_ranking_figures
 from cpcl.io import claim_outputs
 from cpcl.retrieval.retriever import load_retriever
 from cpcl.retrieval.service import build_index
+from cpcl.views.rankings import write_ranking_figures
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from cpcl.config import Config, ConfigError, InconsistentConfig, load_config, trained_as_requested
-from cpcl.engine.report import results_table
 from cpcl.engine.trainer import train
 from cpcl.evaluation.evaluate import load_eval_split
 from cpcl.io import atomic_write_text, claim_outputs
+from cpcl.views.report import results_table
 
 log = logging.getLogger(__name__)
 

@@ -91,7 +91,7 @@ def test_cluster_view_errors_are_one_sentence(run, tiny_synth, tmp_path, capsys)
 
 
 def test_a_cluster_is_drawn_majority_person_first():
-    from cpcl.engine.cluster_view import Cluster
+    from cpcl.views.clusters import Cluster
 
     c = Cluster(3, members=[0, 1, 2, 3, 4, 5], images=[0, 1, 2, 3, 4, 5], recovered=[False] * 6,
                 persons=[7, 9, 9, 8, 9, 8])

@@ -21,6 +21,8 @@ from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
 
+LABELS_DIR = "pseudo_labels"  # RUN_DIR/pseudo_labels/epoch_NNN.npz: the labels each epoch trained on
+
 # cluster.distance -> (features, k1, k2, eps, k-NN table or None) -> sparse distances of every pair closer than
 # (just above) eps
 # (and the k-NN convention of the k-reciprocal sets, which the cosine graph does not use)

@@ -31,9 +31,6 @@ from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
 
-LABELS_DIR = "pseudo_labels"  # RUN_DIR/pseudo_labels/epoch_NNN.npz: the labels each epoch trained on
-
-
 @dataclass
 class EpochLabels:
     image: torch.Tensor  # (N_img,) pseudo label of every training image, -1 = outlier

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
+from cpcl.clustering.pseudo_labels import LABELS_DIR
 from cpcl.clustering.quality import label_free_quality
 from cpcl.config import ClusterConfig, Config, ConfigError, TrainConfig, save_config
 from cpcl.data.datasets import ImageSet, TrainPairs
@@ -38,8 +39,7 @@ from cpcl.engine.distributed import (
 )
 from cpcl.engine.objective import Objective
 from cpcl.engine.optim import build_optimizer, build_scheduler
-from cpcl.engine.pseudo import LABELS_DIR, make_pseudo_labels
-from cpcl.engine.report import epoch_summary, plot_curves, results_table
+from cpcl.engine.pseudo import make_pseudo_labels
 from cpcl.engine.seeding import epoch_generator, seed_everything, seed_rank_streams
 from cpcl.engine.state import RunState, gather_rng_states, read_resume_state
 from cpcl.engine.steps import forward_backward
@@ -58,6 +58,7 @@ from cpcl.model.checkpoint import (
     save_checkpoint,
 )
 from cpcl.timing import phase
+from cpcl.views.report import epoch_summary, plot_curves, results_table
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What a run shows: the results table and the curves."""
 
 
-from cpcl.engine.report import curves_figure, results_table
+from cpcl.views.report import curves_figure, results_table
 
 
 def _history():

@@ -1,7 +1,7 @@
 import torch
 
-from cpcl.evaluation.figures import FRAME, GREEN, MARGIN, RED
-from cpcl.evaluation.visualize import pick_queries, ranking_rows
+from cpcl.views.figures import FRAME, GREEN, MARGIN, RED
+from cpcl.views.rankings import pick_queries, ranking_rows
 
 
 def test_rows_frame_correct_matches_green_and_wrong_ones_red(gallery):

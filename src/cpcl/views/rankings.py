@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cpcl.evaluation.figures import RankedImage, ranking_row, save_png, stack
 from cpcl.io import claim_outputs
+from cpcl.views.figures import RankedImage, ranking_row, save_png, stack
 
 
 def pick_queries(num_captions: int, count: int, seed: int = 0) -> list[int]:

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from cpcl.clustering.pseudo_labels import LABELS_DIR
 from cpcl.config import load_config
 from cpcl.data.datasets import read_image
 from cpcl.data.sources import load_dataset
-from cpcl.engine.pseudo import LABELS_DIR
 from cpcl.errors import CpclError
-from cpcl.evaluation.figures import AMBER, GREEN, GREY, RED, Cell, image_row, save_png, stack
 from cpcl.io import atomic_save, atomic_write_text, claim_outputs
+from cpcl.views.figures import AMBER, GREEN, GREY, RED, Cell, image_row, save_png, stack
 
 OPLM_CLASS = ' class="oplm"'
 VIEW_FILES = ("index.html", "sheet_*.png", "thumbs", "clusters.json")
