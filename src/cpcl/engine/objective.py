@@ -27,7 +27,7 @@ import torch
 from cpcl.config import LossConfig, MemoryConfig
 from cpcl.engine.distributed import SINGLE, DistInfo, all_gather_tensor, all_gather_with_grad, all_reduce_sum
 from cpcl.engine.pseudo import EpochLabels
-from cpcl.losses.contrastive import itc_loss, pair_positives, sdm_loss
+from cpcl.losses.contrastive import Pairs, itc_loss, pair_positives, sdm_loss
 from cpcl.losses.prototype import prototype_loss
 from cpcl.memory.prototypes import PrototypeMemory
 
@@ -54,6 +54,17 @@ class Batch:
 
     image_index: torch.Tensor  # (B,) the image of each pair: captions of one image are positives of each other
     labels: BatchLabels | None  # None: the instance loss on pairs alone
+
+
+@dataclass(frozen=True)
+class Columns:
+    """What a rank's rows are contrasted with, in one value: the column pairs and their features — the batch
+    itself (keys None), or under ``train.gather_negatives`` the global batch gathered from every rank (the
+    features with their gradient)."""
+
+    pairs: Pairs
+    image_keys: torch.Tensor | None = None
+    text_keys: torch.Tensor | None = None
 
 
 class Objective:
@@ -119,18 +130,21 @@ class Objective:
 
     def _instance_term(self, v: torch.Tensor, t: torch.Tensor, batch: Batch) -> tuple[str, torch.Tensor]:
         """ITC on pairs, or SDM whose positives share a pseudo label: ``(name, value)``."""
-        labels, keys, columns = batch.labels, {}, None
-        image_labels, text_labels = self._sdm_labels(labels)
-        if self.gather_negatives:
-            keys = {"image_keys": all_gather_with_grad(v, self.dist), "text_keys": all_gather_with_grad(t, self.dist)}
-            columns = (all_gather_tensor(batch.image_index, self.dist),
-                       all_gather_tensor(image_labels, self.dist) if image_labels is not None else None,
-                       all_gather_tensor(text_labels, self.dist) if text_labels is not None else None)
-        if self.loss.many_to_many and labels is not None:
-            positives = pair_positives(batch.image_index, image_labels, text_labels, columns=columns)
-            return "sdm", sdm_loss(v, t, self.loss.temperature, positives, **keys)
-        positives = pair_positives(batch.image_index, columns=(columns[0], None, None) if columns else None)
-        return "itc", itc_loss(v, t, self.loss.temperature, positives=positives, **keys)
+        rows = Pairs(batch.image_index, *self._sdm_labels(batch.labels))
+        columns = self._columns(v, t, rows)
+        positives = pair_positives(*rows, columns=columns.pairs)
+        if self.loss.many_to_many and batch.labels is not None:
+            return "sdm", sdm_loss(v, t, self.loss.temperature, positives, image_keys=columns.image_keys,
+                                   text_keys=columns.text_keys)
+        return "itc", itc_loss(v, t, self.loss.temperature, positives=positives, image_keys=columns.image_keys,
+                               text_keys=columns.text_keys)
+
+    def _columns(self, v: torch.Tensor, t: torch.Tensor, rows: Pairs) -> Columns:
+        if not self.gather_negatives:
+            return Columns(rows)
+        keys = all_gather_with_grad(v, self.dist), all_gather_with_grad(t, self.dist)
+        pairs = Pairs(*(None if x is None else all_gather_tensor(x, self.dist) for x in rows))
+        return Columns(pairs, *keys)
 
     def _sdm_labels(self, labels: BatchLabels | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The pseudo labels that make SDM positives (``loss.sdm_positives``), besides the pair itself."""

@@ -8,6 +8,8 @@ symmetric (same image, or same pseudo label), so one mask serves both directions
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -59,15 +61,20 @@ def sdm_loss(image_features: torch.Tensor, text_features: torch.Tensor, temperat
     return loss
 
 
-Columns = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+class Pairs(NamedTuple):
+    """What makes pairs positives of each other: the image of each pair and, where used, the pseudo label of
+    its image and of its caption (-1: outlier)."""
+
+    image_index: torch.Tensor
+    image_labels: torch.Tensor | None = None
+    text_labels: torch.Tensor | None = None
 
 
 def pair_positives(image_index: torch.Tensor, image_labels: torch.Tensor | None = None,
-                   text_labels: torch.Tensor | None = None, columns: Columns | None = None) -> torch.Tensor:
+                   text_labels: torch.Tensor | None = None, columns: Pairs | None = None) -> torch.Tensor:
     """(B, M) bool: pair i's image and pair j's caption belong together — same image, or (when pseudo
     labels are given) the same image pseudo label or the same caption pseudo label (outliers, -1, only
-    match their own image). ``columns`` = ``(image_index, image_labels, text_labels)`` of the M column
-    pairs (default: the rows themselves, M = B)."""
+    match their own image). ``columns``: the M column pairs (default: the rows themselves, M = B)."""
     col_index, col_image, col_text = columns if columns is not None else (image_index, image_labels, text_labels)
     pos = image_index[:, None] == col_index[None, :]
     for rows, cols in ((image_labels, col_image), (text_labels, col_text)):
