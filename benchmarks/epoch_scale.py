@@ -47,7 +47,7 @@ def _labelling(arch: str, pretrained: str | None, image_size, args, data_root: P
     from cpcl.config import config_from_dict
     from cpcl.engine.distributed import SINGLE
     from cpcl.engine.objective import Objective
-    from cpcl.engine.pseudo import make_pseudo_labels
+    from cpcl.engine.pseudo import Labeller
     from cpcl.engine.trainer import load_train_data
     from cpcl.model.checkpoint import build_model
 
@@ -63,16 +63,15 @@ def _labelling(arch: str, pretrained: str | None, image_size, args, data_root: P
     torch.manual_seed(0)
     model = build_model(config.model).to(device)
     t0 = time.perf_counter()
-    labels, f_img, f_txt = make_pseudo_labels(model, data.train_set, data.extract_set, config.cluster, config.oplm,
-                                              device, args.batch_size, report_ids=data.report_ids,
-                                              precision=args.precision, num_workers=args.workers)
+    labeller = Labeller(config.cluster, config.oplm, args.batch_size, report_ids=data.report_ids,
+                        precision=args.precision, num_workers=args.workers)
+    labels, f_img, f_txt = labeller(model, data.train_set, data.extract_set, device)
     t1 = time.perf_counter()
     Objective(model.embed_dim, config.loss, config.memory, device).on_labels(labels, f_img, f_txt)
     t2 = time.perf_counter()
-    stats = labels.stats
-    phases = stats.get("phase_seconds", {})
+    stats, phases = labels.stats, labels.timings.phases
     return {"images": len(data.extract_set), "captions": len(data.train_set), "total_s": t2 - t0,
-            "extract_s": stats["time_extract"], "cluster_s": stats["time_cluster"],
+            "extract_s": labels.timings.extract, "cluster_s": labels.timings.cluster,
             "oplm_s": phases.get("OPLM", 0.0), "memories_s": t2 - t1, "phases": phases,
             "usable": labels.usable, "skipped": stats.get("degenerate"),
             "image_clusters": stats["image_clusters"], "text_clusters": stats["text_clusters"],

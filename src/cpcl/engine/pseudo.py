@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from cpcl.clustering.outliers import mine_outliers
 from cpcl.clustering.pseudo_labels import cluster_features, relabel, summarise
-from cpcl.config import ClusterConfig, OplmConfig
+from cpcl.config import ClusterConfig, Config, OplmConfig
 from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.engine.distributed import SINGLE, DistInfo, broadcast_object, gather_in_order
 from cpcl.engine.steps import autocast
@@ -32,14 +32,26 @@ from cpcl.timing import phase
 log = logging.getLogger(__name__)
 
 @dataclass
+class LabelTimings:
+    """Seconds an epoch's labelling took: extraction, clustering (with OPLM), and each phase within them
+    (k-NN, distances, DBSCAN, OPLM; the trainer adds the memories)."""
+
+    extract: float = 0.0
+    cluster: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class EpochLabels:
     image: torch.Tensor  # (N_img,) pseudo label of every training image, -1 = outlier
     text: torch.Tensor  # (N_cap,) pseudo label of every training caption
+    # what the report shows of them: cluster counts, outlier shares, OPLM recoveries, quality, "degenerate"
     stats: dict[str, Any] = field(default_factory=dict)
     usable: bool = True  # False: degenerate clustering, the epoch trains the instance loss alone
     # indices of the image / caption outliers OPLM gave a label (empty without OPLM)
     image_recovered: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     text_recovered: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    timings: LabelTimings = field(default_factory=LabelTimings)
 
     def save(self, path: Path) -> None:
         """The labels as ``.npz`` (a few bytes per sample): ``image``, ``text``, ``image_recovered``,
@@ -96,39 +108,58 @@ def extract_features(model: RetrievalModel, train_set: TrainPairs, image_set: Im
     return f_img, f_txt
 
 
-def make_pseudo_labels(model: RetrievalModel, train_set: TrainPairs, image_set: ImageSet, cluster: ClusterConfig,
-                       oplm: OplmConfig, device: torch.device, batch_size: int,
-                       supervised_ids: np.ndarray | None = None, report_ids: np.ndarray | None = None,
-                       progress: bool = False, dist: DistInfo = SINGLE, precision: str = "fp32",
-                       num_workers: int = 0):
-    """Pseudo labels for the coming epoch -> ``(labels, image_features, text_features)``.
+class Labeller:
+    """Pseudo labels for the epochs of one run: how to cluster (``cluster``, ``oplm``), how to extract
+    (``batch_size``, ``precision``, ``num_workers``), and the identities it may read — ``supervised_ids``
+    (N_img,) replace clustering by the true identities (the supervised upper bound only); ``report_ids``
+    (N_img,) feed the quality diagnostics and nothing else.
 
-    The features (``(N_img, D)`` and ``(N_cap, D)``, dataset order, on the CPU) are those the labels were
-    computed on. ``supervised_ids`` (N_img,) replaces clustering by the true identities — the supervised
-    upper bound only. ``report_ids`` (N_img,) are used for the quality diagnostics and nothing else. A
-    degenerate clustering (no cluster, one giant cluster, or a hub-dominated neighbour graph that is not
-    clustered at all) comes back with ``usable=False`` and a warning.
     Under distributed training the extraction is sharded, rank 0 clusters, and every rank gets its labels.
     """
-    t0 = time.perf_counter()
-    f_img, f_txt = extract_features(model, train_set, image_set, device, batch_size, dist, progress, precision,
-                                    num_workers)
-    time_extract = time.perf_counter() - t0
-    labels = None
-    if dist.is_main:
-        threads = labelling_threads(dist.enabled)
-        log.info("labelling on %d thread(s)%s", threads, " (rank 0 labels, the other ranks wait)" if dist.enabled
-                 else "")
-        labels = _cluster(f_img, f_txt, train_set.caption_to_image, cluster, oplm, supervised_ids, report_ids,
-                          device, threads)
-        labels.stats["time_extract"] = time_extract
-    return broadcast_object(labels, dist), f_img, f_txt
+
+    def __init__(self, cluster: ClusterConfig, oplm: OplmConfig, batch_size: int, *, precision: str = "fp32",
+                 num_workers: int = 0, supervised_ids: np.ndarray | None = None,
+                 report_ids: np.ndarray | None = None, dist: DistInfo = SINGLE, progress: bool = False):
+        self.cluster, self.oplm, self.batch_size = cluster, oplm, batch_size
+        self.precision, self.num_workers, self.dist, self.progress = precision, num_workers, dist, progress
+        self.supervised_ids, self.report_ids = supervised_ids, report_ids
+
+    @classmethod
+    def for_run(cls, config: Config, report_ids: np.ndarray | None, dist: DistInfo = SINGLE,
+                progress: bool = False) -> Labeller:
+        """The labeller a run's ``config`` describes (``train.supervised``: the true identities label)."""
+        return cls(config.cluster, config.oplm, config.train.eval_batch_size, precision=config.train.precision,
+                   num_workers=config.data.num_workers, report_ids=report_ids, dist=dist, progress=progress,
+                   supervised_ids=report_ids if config.train.supervised else None)
+
+    def __call__(self, model: RetrievalModel, train_set: TrainPairs, image_set: ImageSet,
+                 device: torch.device) -> tuple[EpochLabels, torch.Tensor, torch.Tensor]:
+        """Pseudo labels for the coming epoch -> ``(labels, image_features, text_features)``.
+
+        The features (``(N_img, D)`` and ``(N_cap, D)``, dataset order, on the CPU) are those the labels were
+        computed on. A degenerate clustering (no cluster, one giant cluster, or a hub-dominated neighbour
+        graph that is not clustered at all) comes back with ``usable=False`` and a warning.
+        """
+        t0 = time.perf_counter()
+        f_img, f_txt = extract_features(model, train_set, image_set, device, self.batch_size, self.dist,
+                                        self.progress, self.precision, self.num_workers)
+        time_extract = time.perf_counter() - t0
+        labels = None
+        if self.dist.is_main:
+            threads = labelling_threads(self.dist.enabled)
+            log.info("labelling on %d thread(s)%s", threads,
+                     " (rank 0 labels, the other ranks wait)" if self.dist.enabled else "")
+            labels = _cluster(f_img, f_txt, train_set.caption_to_image, self.cluster, self.oplm,
+                              self.supervised_ids, self.report_ids, device, threads)
+            labels.timings.extract = time_extract
+        return broadcast_object(labels, self.dist), f_img, f_txt
 
 
 def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, cluster: ClusterConfig,
              oplm: OplmConfig, supervised_ids: np.ndarray | None, report_ids: np.ndarray | None,
              device: torch.device | None = None, threads: int | None = None) -> EpochLabels:
     stats: dict[str, Any] = {}
+    timings = LabelTimings()
     t1 = time.perf_counter()
     skipped, recovered = {}, {}
     if supervised_ids is not None:
@@ -143,8 +174,8 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, clus
                    "text": cluster_features(feats_txt.numpy(), name="text", **kwargs)}
         y_img, y_txt = results["image"].labels, results["text"].labels
         skipped = {name: r.skipped for name, r in results.items() if r.skipped}
-        stats["phase_seconds"] = {k: v for r in results.values() for k, v in r.seconds.items()}
-    stats["time_cluster"] = time.perf_counter() - t1
+        timings.phases.update({k: v for r in results.values() for k, v in r.seconds.items()})
+    timings.cluster = time.perf_counter() - t1
     for name, y in (("image", y_img), ("text", y_txt)):
         s = summarise(y)
         stats[f"{name}_clusters"] = s.num_clusters
@@ -152,28 +183,28 @@ def _cluster(f_img: torch.Tensor, f_txt: torch.Tensor, owner: torch.Tensor, clus
     if skipped:  # not clustered at all: nothing to mine, report or train on
         name, reason = next(iter(skipped.items()))
         log.warning("%s clustering skipped for this epoch (%s): it trains the instance loss only", name, reason)
-        stats["degenerate"] = f"{name}: {reason}"
-        return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False)
-    reason = _degenerate(y_img, y_txt, cluster, supervised_ids)  # before mining: a rejected clustering is not mined
-    if oplm.enabled and supervised_ids is None and reason is None:
-        with phase(log, "OPLM", stats.setdefault("phase_seconds", {})), library_threads(threads):
-            mined = mine_outliers(y_img, y_txt, f_img.numpy(), f_txt.numpy(), owner.numpy(), oplm.threshold)
-        stats["image_recovered"] = int(mined.image_recovered.size)
-        stats["text_recovered"] = int(mined.text_recovered.size)
+        reason = name, reason
+    else:
+        reason = _degenerate(y_img, y_txt, cluster, supervised_ids)  # before mining: a rejected one is not mined
+        if oplm.enabled and supervised_ids is None and reason is None:
+            with phase(log, "OPLM", timings.phases), library_threads(threads):
+                mined = mine_outliers(y_img, y_txt, f_img.numpy(), f_txt.numpy(), owner.numpy(), oplm.threshold)
+            stats["image_recovered"] = int(mined.image_recovered.size)
+            stats["text_recovered"] = int(mined.text_recovered.size)
+            if report_ids is not None:
+                stats.update(recovery_purity(mined, report_ids, owner.numpy()))
+            y_img, y_txt = mined.image_labels, mined.text_labels
+            recovered = {"image_recovered": mined.image_recovered, "text_recovered": mined.text_recovered}
+            reason = _degenerate(y_img, y_txt, cluster, supervised_ids)  # mining can grow a cluster past the limit
         if report_ids is not None:
-            stats.update(recovery_purity(mined, report_ids, owner.numpy()))
-        y_img, y_txt = mined.image_labels, mined.text_labels
-        recovered = {"image_recovered": mined.image_recovered, "text_recovered": mined.text_recovered}
-        reason = _degenerate(y_img, y_txt, cluster, supervised_ids)  # mining can grow a cluster past the limit
-    if report_ids is not None:
-        stats.update({f"image_{k}": v for k, v in pseudo_label_quality(y_img, report_ids).items()})
-        stats.update({f"text_{k}": v for k, v in pseudo_label_quality(y_txt, report_ids[owner.numpy()]).items()})
+            stats.update({f"image_{k}": v for k, v in pseudo_label_quality(y_img, report_ids).items()})
+            stats.update({f"text_{k}": v for k, v in pseudo_label_quality(y_txt, report_ids[owner.numpy()]).items()})
+        if reason is not None:
+            log.warning("%s clustering is degenerate (%s): this epoch trains the instance loss only", *reason)
     if reason is not None:
-        log.warning("%s clustering is degenerate (%s): this epoch trains the instance loss only", *reason)
         stats["degenerate"] = "{}: {}".format(*reason)
-        return EpochLabels(torch.as_tensor(y_img), torch.as_tensor(y_txt), stats, usable=False, **recovered)
     return EpochLabels(torch.as_tensor(y_img, dtype=torch.long), torch.as_tensor(y_txt, dtype=torch.long), stats,
-                       **recovered)
+                       usable=reason is None, timings=timings, **recovered)
 
 
 def _degenerate(y_img: np.ndarray, y_txt: np.ndarray, cluster: ClusterConfig,

@@ -39,7 +39,7 @@ from cpcl.engine.distributed import (
 )
 from cpcl.engine.objective import Objective
 from cpcl.engine.optim import build_optimizer, build_scheduler
-from cpcl.engine.pseudo import make_pseudo_labels
+from cpcl.engine.pseudo import EpochLabels, Labeller
 from cpcl.engine.seeding import epoch_generator, seed_everything, seed_rank_streams
 from cpcl.engine.state import RunState, gather_rng_states, read_resume_state
 from cpcl.engine.steps import forward_backward
@@ -315,14 +315,13 @@ def run_epoch(config: Config, state: RunState, train_model, data: TrainData, epo
               device: torch.device, dist: DistInfo, progress: bool, labels_dir: Path | None = None) -> EpochRow:
     """Pseudo labels (when used; saved under ``labels_dir``), one epoch of training, and val (on evaluation
     epochs); advances ``state``."""
-    pseudo = label_epoch(config, state, data, epoch, device, dist, progress, labels_dir)
+    labels = label_epoch(config, state, data, epoch, device, dist, progress, labels_dir)
     loader = _loader(data.train_set, state.objective, config, epoch, steps_per_epoch, device, dist)
     row = train_one_epoch(train_model, loader, state, config.train, epoch, device, dist, progress)
-    if pseudo is not None:
-        row.pseudo = pseudo
-        row.time["extract"] = pseudo.pop("time_extract")
-        row.time["cluster"] = pseudo.pop("time_cluster")
-        row.time["phases"] = pseudo.pop("phase_seconds", {})  # k-NN, distances, DBSCAN, OPLM, memories
+    if labels is not None:
+        row.pseudo = dict(labels.stats)
+        row.time.update(extract=labels.timings.extract, cluster=labels.timings.cluster,
+                        phases=labels.timings.phases)  # k-NN, distances, DBSCAN, OPLM, memories
     if data.val is not None and (epoch % config.train.eval_every == 0 or epoch == config.train.epochs):
         t0 = time.perf_counter()
         row.val, row.label_free = validate(state.model, data.val, device, config.train.eval_batch_size,
@@ -334,19 +333,16 @@ def run_epoch(config: Config, state: RunState, train_model, data: TrainData, epo
 
 
 def label_epoch(config: Config, state: RunState, data: TrainData, epoch: int, device: torch.device,
-                dist: DistInfo, progress: bool, labels_dir: Path | None = None) -> dict[str, Any] | None:
+                dist: DistInfo, progress: bool, labels_dir: Path | None = None) -> EpochLabels | None:
     """Give the objective this epoch's pseudo labels (none before ``cluster.start_epoch``, without
-    clustering, or once the run has backed off), and save them as ``labels_dir/epoch_NNN.npz`` -> their
-    statistics for the report, or None."""
+    clustering, or once the run has backed off), and save them as ``labels_dir/epoch_NNN.npz`` -> the labels
+    (with their statistics and timings for the report), or None."""
     if not config.uses_pseudo_labels or epoch < config.cluster.start_epoch or state.backed_off is not None:
         state.objective.on_labels(None)
         return None
-    labels, image_features, text_features = make_pseudo_labels(
-        state.model, data.train_set, data.extract_set, config.cluster, config.oplm, device,
-        config.train.eval_batch_size, supervised_ids=data.report_ids if config.train.supervised else None,
-        report_ids=data.report_ids, progress=progress, dist=dist, precision=config.train.precision,
-        num_workers=config.data.num_workers)
-    with phase(log, "memories", labels.stats.setdefault("phase_seconds", {})):
+    labeller = Labeller.for_run(config, data.report_ids, dist, progress)
+    labels, image_features, text_features = labeller(state.model, data.train_set, data.extract_set, device)
+    with phase(log, "memories", labels.timings.phases):
         state.objective.on_labels(labels, image_features, text_features)
     if labels_dir is not None:
         labels.save(labels_dir / f"epoch_{epoch:03d}.npz")
@@ -354,7 +350,7 @@ def label_epoch(config: Config, state: RunState, data: TrainData, epoch: int, de
         labels.stats.update(label_free_quality(labels.image.numpy(), labels.text.numpy(),
                                                data.train_set.caption_to_image.numpy(), state.previous_labels))
         state.previous_labels = (labels.image.numpy(), labels.text.numpy())
-    return dict(labels.stats)
+    return labels
 
 
 def _loader(train_set: TrainPairs, objective: Objective, config: Config, epoch: int, steps_per_epoch: int,
