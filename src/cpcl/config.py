@@ -487,8 +487,13 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         raise type(exc)(f"{where}{exc}") from None
 
 
+def config_yaml(config: Config) -> str:
+    """``config`` as the YAML that :func:`load_config` reads back to the same config."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    Path(path).write_text(config_yaml(config))
 
 
 PACKAGED_CONFIG_DIR = Path(__file__).parent / "configs"

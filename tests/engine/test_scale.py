@@ -240,6 +240,24 @@ def test_resume_from_the_command_line(tiny_synth, tmp_path, capsys):
     assert "drop --config" in capsys.readouterr().err
 
 
+def test_resume_reads_the_config_from_config_yaml_and_last_pt_once(tiny_synth, tmp_path, monkeypatch, capsys):
+    """`--resume` takes the run's config from config.yaml: last.pt (weights and Adam state) is loaded once, by the
+    trainer; a run folder without config.yaml still resumes from the config inside last.pt."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tiny_synth, "train.epochs=1").to_dict()))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--device", "cpu",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    loads, torch_load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **kw: loads.append(Path(f).name) or torch_load(f, *a, **kw))
+    assert main(["train", "--resume", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]) == 0
+    assert loads.count("last.pt") == 1, loads
+    rows = capsys.readouterr().out.split("\n", 1)[1]  # the title line holds the wall time
+    (tmp_path / "run" / "config.yaml").unlink()
+    assert main(["train", "--resume", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]) == 0
+    assert capsys.readouterr().out.split("\n", 1)[1] == rows  # the same run, the same test rows
+
+
 def test_collectives_refuse_tensors_the_run_has_no_backend_for(monkeypatch):
     from cpcl.engine import distributed
 

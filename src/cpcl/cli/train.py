@@ -41,9 +41,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             what = ("no epoch of this run has completed" if (out / "config.yaml").is_file() else
                     "it holds no training run: start one with --config and --out")
             raise UsageError(f"cannot resume {out}: no last.pt ({what})")
-        from cpcl.model.checkpoint import checkpoint_config, read_checkpoint
-
-        config = checkpoint_config(read_checkpoint(out / "last.pt"), out / "last.pt")
+        config = _run_config(out)
     else:
         if not args.config or not args.out:
             raise UsageError("cpcl train needs --config and --out (or --resume RUN_DIR)")
@@ -56,6 +54,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _relaunch_with_torchrun(args.nproc, args.argv, out)
     return _run_training(args, config, out)
 
+
+def _run_config(out: Path):
+    """The config a run was started with, from its ``config.yaml`` (the trainer reads ``last.pt`` once, for the
+    weights and the state); a run folder without one falls back to the config inside ``last.pt``."""
+    from cpcl.config import load_config
+
+    if (out / "config.yaml").is_file():
+        return load_config(out / "config.yaml")
+    from cpcl.model.checkpoint import checkpoint_config, read_checkpoint
+
+    log.warning("%s has no config.yaml: reading the config from last.pt", out)
+    return checkpoint_config(read_checkpoint(out / "last.pt"), out / "last.pt")
 
 
 def _run_training(args: argparse.Namespace, config, out: Path) -> int:

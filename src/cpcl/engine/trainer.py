@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from cpcl.clustering.pseudo_labels import LABELS_DIR
 from cpcl.clustering.quality import label_free_quality
-from cpcl.config import ClusterConfig, Config, ConfigError, TrainConfig, save_config
+from cpcl.config import ClusterConfig, Config, ConfigError, TrainConfig, config_yaml
 from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.data.samplers import PseudoIdentitySampler
 from cpcl.data.sources import load_dataset
@@ -157,7 +157,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     config = resolve_activation(config, model)  # recorded in config.yaml and in every checkpoint
     seed_rank_streams(config.train.seed, dist.rank)  # the same model on every rank; augmentations of its own
     if dist.is_main:
-        save_config(config, out / "config.yaml")
+        atomic_write_text(out / "config.yaml", config_yaml(config))  # read by --resume, on every rank
     # the instance loss uses loss.temperature: CLIP's learnable logit scale takes no part in training
     if isinstance(getattr(model.clip, "logit_scale", None), torch.nn.Parameter):
         model.clip.logit_scale.requires_grad_(False)
