@@ -15,18 +15,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
 
 from cpcl.clustering.pseudo_labels import LABELS_DIR
 from cpcl.clustering.quality import label_free_quality
-from cpcl.config import ClusterConfig, Config, ConfigError, TrainConfig, config_yaml
-from cpcl.data.datasets import ImageSet, TrainPairs
+from cpcl.config import ClusterConfig, Config, TrainConfig, config_yaml
+from cpcl.data.datasets import TrainPairs
 from cpcl.data.samplers import PseudoIdentitySampler
-from cpcl.data.sources import load_dataset
-from cpcl.data.transforms import Preprocess, build_eval_transform, build_train_transform
 from cpcl.engine.distributed import (
     DistInfo,
     ShardedBatchSampler,
@@ -37,6 +34,7 @@ from cpcl.engine.distributed import (
     init_distributed,
     on_main_first,
 )
+from cpcl.engine.inputs import TrainData, claim_run_dir, load_train_data
 from cpcl.engine.objective import Objective
 from cpcl.engine.optim import build_optimizer, build_scheduler
 from cpcl.engine.pseudo import EpochLabels, Labeller
@@ -47,8 +45,7 @@ from cpcl.engine.tensorboard import TensorBoardLog, require_tensorboard
 from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.evaluation.label_free import cluster_scores, pair_scores
 from cpcl.evaluation.metrics import chance_metrics
-from cpcl.io import atomic_write_text, claim_outputs
-from cpcl.model.backbone import build_tokenizer
+from cpcl.io import atomic_write_text
 from cpcl.model.checkpoint import (
     build_model,
     checkpoint_config,
@@ -72,21 +69,6 @@ class RunResult:
     # the label-free choice: {"epoch", "score", "name"} (None without held-out pairs)
     label_free: dict[str, Any] | None = None
     select_on: str | None = None  # "val", "label-free", or None (no held-out data: last.pt only)
-
-
-@dataclass
-class TrainData:
-    """A config's data, ready to train and evaluate on."""
-
-    name: str  # for titles: the dataset format
-    train_set: TrainPairs
-    extract_set: ImageSet  # the training images with eval transforms, for pseudo labelling
-    val: EvalSplit | None  # rank 0 only; its pairs score label-free, its identities (if any) on val
-    test: EvalSplit | None  # rank 0 only
-    # identities of the training images: read for the pseudo-label report, and by the supervised upper bound;
-    # never by a loss, a sampler or the mining of a weakly supervised run
-    report_ids: np.ndarray | None
-    select_on: str | None = None  # what chooses best.pt: "val", "label-free", or None (nothing held out)
 
 
 @dataclass
@@ -114,10 +96,6 @@ class EpochRow:
         if self.backed_off is not None:
             row["backed_off"] = self.backed_off
         return row
-
-
-RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "best-on-val.pt", "best-label-free.pt", "last.pt",
-             "curves.png", "results.json", "results.md", "pseudo_labels", "tensorboard")
 
 
 def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu", progress: bool = True,
@@ -203,74 +181,6 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         log.info("best.pt is the label-free choice: epoch %s, %s %.2f on held-out pairs (train.select_on)",
                  result.best_epoch, config.train.label_free_score, (result.label_free or {}).get("score", float("nan")))
     return result
-
-
-def claim_run_dir(out: Path, overwrite: bool = False) -> None:
-    """Refuse a directory that holds a run (or, with ``overwrite``, remove that run's files). The config and
-    metrics log of a run that never completed an epoch (no ``last.pt``) are no run: they are replaced."""
-    never_trained = out.is_dir() and not (out / "last.pt").exists() and all(
-        p.name in ("config.yaml", "metrics.jsonl") for p in out.iterdir() if p.name in RUN_FILES)
-    claim_outputs(out, RUN_FILES, overwrite=overwrite or never_trained, holds="a training run",
-                  instead=f"continue it with `cpcl train --resume {out}`, or choose another --out")
-
-
-def load_train_data(config: Config, dist: DistInfo, progress: bool) -> TrainData:
-    """Read (or generate, on rank 0) the dataset of ``config``, refused with every problem of its records and
-    images before any work, and build the training and evaluation sets."""
-    ann = on_main_first(lambda: load_dataset(config.data, progress=progress), dist)
-    train_records, val_records, test_records = ann.split("train"), ann.split("val"), ann.split("test")
-    if not train_records:
-        raise ValueError(f"{ann.annotation_file}: no training records")
-    log.info("data %s: %s", ann.annotation_file, ann.summary())
-    tokenizer = build_tokenizer(config.model.arch, config.model.context_length)
-    preprocess = Preprocess.of(config.model)
-    train_set = TrainPairs(train_records, tokenizer, build_train_transform(preprocess, config.augment),
-                           cache_images=config.data.cache_images)
-    if train_set.images.caches and config.data.num_workers:  # workers end with each epoch: fill it here, once
-        with phase(log, f"cache {len(train_set.images)} training images"):
-            train_set.images.fill(config.data.num_workers, progress)
-    ids = [r.person_id for r in train_records]
-    report_ids = None if any(i is None for i in ids) else np.asarray(ids, dtype=np.int64)
-    if config.train.supervised and report_ids is None:
-        raise ValueError("train.supervised=true needs a person_id on every training record")
-    extract_set = ImageSet(train_set.images.paths, build_eval_transform(preprocess), train_set.images)
-    select_on = resolve_select_on(config, ann.annotation_file, val_records)
-    val = test = None
-    if dist.is_main:
-        val = EvalSplit(val_records, tokenizer, preprocess, config.data.cache_images) if val_records else None
-        test = EvalSplit(test_records, tokenizer, preprocess) if test_records else None
-        if select_on is None:
-            log.warning("no val split: every epoch is kept as 'last' and no best checkpoint is chosen (hold pairs "
-                        "out with data.val_pairs_from_train=N to choose label-free)")
-        elif select_on == "label-free":
-            log.info("best.pt is chosen label-free: %s on the %d held-out pairs, no identity read "
-                     "(train.select_on=%s)", config.train.label_free_score, len(val.captions),
-                     config.train.select_on)
-    return TrainData(ann.name, train_set, extract_set, val, test, report_ids, select_on)
-
-
-def resolve_select_on(config: Config, annotation_file: Path, val_records: list) -> str | None:
-    """What chooses best.pt (``train.select_on``): "val" where the val split has identities, "label-free" where
-    it has pairs only, None without a val split ("auto"); an explicit choice the data cannot serve (or a
-    back-off counted on it) is refused in one sentence, before any training."""
-    has_ids = bool(val_records) and all(r.person_id is not None for r in val_records)
-    wanted = config.train.select_on
-    if wanted == "auto":
-        wanted = "val" if has_ids else "label-free" if val_records else None
-    if wanted == "val" and not has_ids:
-        what = (f"{sum(r.person_id is None for r in val_records)} of its {len(val_records)} val records have no "
-                "person_id") if val_records else "it has no val split"
-        raise ConfigError(f"train.select_on=val needs identities in the val split, and {annotation_file}: {what}; "
-                          "choose label-free (train.select_on=label-free)")
-    if wanted == "label-free" and not val_records:
-        raise ConfigError(f"train.select_on=label-free needs held-out pairs, and {annotation_file} has no val "
-                          "split: hold some out with data.val_pairs_from_train=N")
-    if config.cluster.backoff_patience and config.cluster.backoff_on == "val" and not has_ids:
-        raise ConfigError(f"cluster.backoff_on=val needs identities in the val split of {annotation_file}; "
-                          "count the back-off label-free (cluster.backoff_on=label-free)")
-    if config.cluster.backoff_patience and not val_records:
-        raise ConfigError(f"cluster.backoff_patience needs held-out data, and {annotation_file} has no val split")
-    return wanted
 
 
 def _steps_per_epoch(cfg: TrainConfig, pairs: int, dist: DistInfo) -> int:
