@@ -135,9 +135,10 @@ def held_features(model, config, data_root: Path) -> dict[str, np.ndarray]:
     import torch
 
     from cpcl.data.datasets import ImageSet, tokenize_all
-    from cpcl.data.transforms import Preprocess, build_eval_transform
+    from cpcl.data.transforms import build_eval_transform
     from cpcl.model.backbone import build_tokenizer
     from cpcl.model.encode import encode_images, encode_texts
+    from cpcl.model.preprocess import Preprocess
 
     paths, captions = test_inputs(data_root)
     with torch.random.fork_rng(devices=[]):
@@ -198,9 +199,10 @@ def rehearse(work: Path, arch: str = "ViT-B-16", nproc: int = 2, epochs: int = 2
     import torch
 
     from cpcl.data.datasets import read_image
-    from cpcl.data.transforms import Preprocess, build_eval_transform
+    from cpcl.data.transforms import build_eval_transform
     from cpcl.model.backbone import build_tokenizer, uses_quick_gelu
     from cpcl.model.checkpoint import load_checkpoint, read_checkpoint
+    from cpcl.model.preprocess import Preprocess
     from cpcl.retrieval.index import GalleryIndex
     from cpcl.retrieval.retriever import load_retriever
 

@@ -144,8 +144,8 @@ def measure_encode(images: int) -> list[dict]:
     from PIL import Image
 
     from cpcl.config import config_from_dict
-    from cpcl.data.transforms import Preprocess
     from cpcl.model.checkpoint import build_model
+    from cpcl.model.preprocess import Preprocess
     from cpcl.retrieval.retriever import Retriever
 
     rows = []

@@ -4,8 +4,9 @@ import torch
 
 from cpcl.data.datasets import TrainPairs, eval_split
 from cpcl.data.formats import load_annotations
-from cpcl.data.transforms import Preprocess, build_eval_transform
+from cpcl.data.transforms import build_eval_transform
 from cpcl.model.backbone import build_tokenizer
+from cpcl.model.preprocess import Preprocess
 
 
 def _pairs(records):

@@ -2,7 +2,8 @@ import torch
 from PIL import Image
 
 from cpcl.config import AugmentConfig
-from cpcl.data.transforms import Preprocess, build_eval_transform, build_train_transform
+from cpcl.data.transforms import build_eval_transform, build_train_transform
+from cpcl.model.preprocess import Preprocess
 
 
 def test_eval_transform_resizes_to_height_by_width_and_normalises():

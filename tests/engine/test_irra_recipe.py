@@ -14,9 +14,10 @@ import torch
 from torchvision import transforms as T
 
 from cpcl.config import OptimConfig, load_config, resolve_config_path
-from cpcl.data.transforms import Preprocess, build_eval_transform, build_train_transform
+from cpcl.data.transforms import build_eval_transform, build_train_transform
 from cpcl.engine.optim import build_optimizer, build_scheduler, lr_factor
 from cpcl.model.checkpoint import build_model
+from cpcl.model.preprocess import Preprocess
 
 # utils/options.py defaults (run_irra.sh keeps them; it sets --img_aug, batch 64, 60 epochs)
 IRRA_ARGS = dict(lr=1e-5, bias_lr_factor=2.0, weight_decay=4e-5, weight_decay_bias=0.0, alpha=0.9, beta=0.999,

@@ -123,9 +123,9 @@ def test_packaged_pretrained_weights_retrieve_synthpedes_zero_shot(tmp_path):
     """cpcl:synthclip-tiny loads offline and ranks an unseen SynthPedes set far above chance."""
     from cpcl.data.formats import load_annotations
     from cpcl.data.synth import generate_synthpedes
-    from cpcl.data.transforms import Preprocess
     from cpcl.evaluation import chance_metrics
     from cpcl.evaluation.evaluate import EvalSplit
+    from cpcl.model.preprocess import Preprocess
 
     generate_synthpedes(tmp_path, num_ids=40, seed=123, val_ids=1, test_ids=30, workers=1, montage=False)
     split = EvalSplit(load_annotations("cuhk-pedes", tmp_path).split("test"), build_tokenizer("cpcl-vit-tiny"),
@@ -134,3 +134,12 @@ def test_packaged_pretrained_weights_retrieve_synthpedes_zero_shot(tmp_path):
     metrics = split.evaluate(model, torch.device("cpu"))
     chance = chance_metrics(split.query_ids, split.gallery_ids)
     assert metrics.rank1 > 3 * chance.rank1 and metrics.rank1 > 20
+
+
+def test_the_preprocessing_normalises_as_openai_clip():
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    from cpcl.model.preprocess import Preprocess
+
+    assert Preprocess((224, 224)).mean == tuple(OPENAI_DATASET_MEAN)
+    assert Preprocess((224, 224)).std == tuple(OPENAI_DATASET_STD)

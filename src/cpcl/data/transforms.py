@@ -1,32 +1,24 @@
-"""What an image goes through before the model: the preprocessing that travels with the weights, and the
-field's transforms (resize, flip, pad + random crop, random erasing; CLIP mean/std)."""
+"""What an image goes through before the model: the field's transforms (resize, flip, pad + random crop, random
+erasing, normalisation), built for the preprocessing that travels with the weights (``cpcl.model.preprocess``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 from torchvision import transforms as T
 
-from cpcl.config import AugmentConfig, ModelConfig
-
-# OpenAI CLIP's normalisation (open_clip.OPENAI_DATASET_MEAN / _STD; a test keeps them equal)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from cpcl.config import AugmentConfig
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """What an image must go through before the model; travels with the weights."""
+class ImageGeometry(Protocol):
+    """What the transforms need of the preprocessing that travels with the weights (``cpcl.model.Preprocess``):
+    the input size (height, width), the normalisation, the resize interpolation."""
 
-    image_size: tuple[int, int]  # (height, width)
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
-    resize: str = "bicubic"  # interpolation to image_size: bicubic | bilinear
-
-    @classmethod
-    def of(cls, model: ModelConfig) -> Preprocess:
-        return cls(image_size=tuple(model.image_size), resize=model.resize)
+    image_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize: str
 
 
 class ResizeIfNeeded:
@@ -41,7 +33,7 @@ class ResizeIfNeeded:
         return image if (image.height, image.width) == self.size else self.resize(image)
 
 
-def build_eval_transform(pre: Preprocess) -> T.Compose:
+def build_eval_transform(pre: ImageGeometry) -> T.Compose:
     return T.Compose([
         ResizeIfNeeded(pre.image_size, pre.resize),
         T.ToTensor(),
@@ -49,7 +41,7 @@ def build_eval_transform(pre: Preprocess) -> T.Compose:
     ])
 
 
-def build_train_transform(pre: Preprocess, aug: AugmentConfig) -> T.Compose:
+def build_train_transform(pre: ImageGeometry, aug: AugmentConfig) -> T.Compose:
     steps: list = [ResizeIfNeeded(pre.image_size, pre.resize)]
     if aug.hflip:
         steps.append(T.RandomHorizontalFlip(0.5))

@@ -9,10 +9,11 @@ import torch
 from cpcl.data.datasets import ImageSet, ImageStore, eval_split, tokenize_all
 from cpcl.data.formats import load_annotations
 from cpcl.data.records import ImageRecord
-from cpcl.data.transforms import Preprocess, build_eval_transform
+from cpcl.data.transforms import build_eval_transform
 from cpcl.evaluation.metrics import RetrievalMetrics, retrieval_metrics
 from cpcl.model.checkpoint import load_checkpoint
 from cpcl.model.encode import encode_images, encode_texts
+from cpcl.model.preprocess import Preprocess
 from cpcl.model.retrieval_model import RetrievalModel
 
 

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from cpcl.config import Config, ModelConfig, config_from_dict
-from cpcl.data.transforms import Preprocess
 from cpcl.errors import CpclError
 from cpcl.io import atomic_write_bytes, claim_output_file
 from cpcl.model.backbone import build_clip, build_tokenizer, recorded_quick_gelu, uses_quick_gelu
+from cpcl.model.preprocess import Preprocess
 from cpcl.model.retrieval_model import RetrievalModel
 
 log = logging.getLogger(__name__)
