@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def _singletons(labels: np.ndarray) -> np.ndarray:
+def outliers_as_singletons(labels: np.ndarray) -> np.ndarray:
+    """``labels`` (int64 copy) with each outlier (-1) given a cluster of its own, numbered after the others."""
     labels = np.asarray(labels, dtype=np.int64).copy()
     outliers = np.where(labels < 0)[0]
     labels[outliers] = labels.max(initial=-1) + 1 + np.arange(outliers.size)
@@ -31,9 +32,9 @@ def label_free_quality(image: np.ndarray, text: np.ndarray, owner: np.ndarray,
     ``image_stability`` and ``text_stability``."""
     from sklearn.metrics import adjusted_rand_score
 
-    image, text = _singletons(image), _singletons(text)
+    image, text = outliers_as_singletons(image), outliers_as_singletons(text)
     out = {"agreement": float(adjusted_rand_score(image[np.asarray(owner)], text))}
     if previous is not None:
-        out["image_stability"] = float(adjusted_rand_score(_singletons(previous[0]), image))
-        out["text_stability"] = float(adjusted_rand_score(_singletons(previous[1]), text))
+        out["image_stability"] = float(adjusted_rand_score(outliers_as_singletons(previous[0]), image))
+        out["text_stability"] = float(adjusted_rand_score(outliers_as_singletons(previous[1]), text))
     return out

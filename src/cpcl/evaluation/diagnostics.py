@@ -12,6 +12,7 @@ from collections import defaultdict
 import numpy as np
 
 from cpcl.clustering.outliers import MiningResult
+from cpcl.clustering.quality import outliers_as_singletons
 
 
 def pseudo_label_quality(pseudo: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -24,9 +25,7 @@ def pseudo_label_quality(pseudo: np.ndarray, truth: np.ndarray) -> dict[str, flo
 
     pseudo = np.asarray(pseudo, dtype=np.int64)
     truth = np.asarray(truth, dtype=np.int64)
-    singletons = pseudo.copy()
-    out_idx = np.where(pseudo < 0)[0]
-    singletons[out_idx] = pseudo.max(initial=-1) + 1 + np.arange(out_idx.size)
+    singletons = outliers_as_singletons(pseudo)
     clustered = pseudo >= 0
     same_pseudo = _pair_count(pseudo[clustered])
     same_true = _pair_count(truth)
