@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 
-.PHONY: setup browser demo test lint clean
+.PHONY: setup browser demo test lint docs docs-serve clean
 
 $(BIN)/.cpcl-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,5 +35,13 @@ lint: setup
 test: setup browser lint
 	$(BIN)/python -m pytest -q
 
+# The documentation site (docs/, mkdocs.yml) into site/; --strict: a broken link or anchor, or an API page
+# naming what no longer exists, fails the build.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 clean:
-	rm -rf runs data .pytest_cache test-artifacts
+	rm -rf runs data site .pytest_cache test-artifacts

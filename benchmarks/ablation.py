@@ -88,7 +88,7 @@ def write_tables(results: dict[str, list[dict]], args: argparse.Namespace, comma
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
              f"seeds {sorted({r['seed'] for rows in results.values() for r in rows})}; test split, best-on-val "
              "checkpoint, mean ± std (sample std) over seeds; chance and zero-shot rows from the first seed. "
-             "Checkpoints chosen on **val**; nothing chosen on test (see the README on how the settings "
+             "Checkpoints chosen on **val**; nothing chosen on test (see docs/training.md on how the settings "
              "were picked).", "",
              "| rung | config | R1 | R5 | R10 | mAP | mINP | gap closed (R1) |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]

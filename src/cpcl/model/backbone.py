@@ -132,7 +132,8 @@ def _resolve_weights(arch: str, pretrained: str) -> tuple[Path, str]:
         if own_arch != arch:
             raise WeightsError(f"{pretrained} are weights for {own_arch}, not {arch}")
         if not path.is_file():
-            raise WeightsError(f"{pretrained}: {path} is missing; recreate it with `cpcl pretrain` (README)")
+            raise WeightsError(f"{pretrained}: {path} is missing; recreate it with `cpcl pretrain` "
+                               "(docs/getting-started.md)")
         return path, arch
     if _names_a_file(pretrained):
         return Path(pretrained).expanduser(), arch
