@@ -31,6 +31,7 @@ from cpcl.timing import phase
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class LabelTimings:
     """Seconds an epoch's labelling took: extraction, clustering (with OPLM), and each phase within them

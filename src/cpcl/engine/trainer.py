@@ -152,22 +152,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     for epoch in range(state.epoch + 1, config.train.epochs + 1):
         row = run_epoch(config, state, train_model, data, epoch, steps_per_epoch, device, dist, progress,
                         labels_dir=out / LABELS_DIR if dist.is_main else None)
-        if dist.is_main:
-            for criterion in improved_criteria(state, row, config.train.label_free_score):
-                save_checkpoint(out / best_file(criterion, data.select_on), model, config, epoch=epoch, val=row.val,
-                                label_free=row.label_free)
-        if epoch < config.train.epochs:  # at the last epoch nothing is left to train without the pseudo labels
-            back_off_if_stale(config.cluster, state, row, out / best_file(config.cluster.backoff_on, data.select_on),
-                              dist)
-        rank_rngs = gather_rng_states(dist)  # each rank's own streams, for --resume
-        if dist.is_main:
-            state.save(out / "last.pt", config, val=row.val, rank_rngs=rank_rngs)
-            with (out / "metrics.jsonl").open("a") as fh:
-                fh.write(json.dumps(row.as_dict()) + "\n")
-            if board is not None:
-                board.write(row.as_dict())
-        barrier(dist)
-        log.info("%s", epoch_summary(row.as_dict()))
+        end_epoch(config, state, row, data.select_on, out, dist, board)
     if board is not None:
         board.close()
     best_val = next((r["val"] for r in state.history if r["epoch"] == state.best["val"].epoch), None)
@@ -181,6 +166,29 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         log.info("best.pt is the label-free choice: epoch %s, %s %.2f on held-out pairs (train.select_on)",
                  result.best_epoch, config.train.label_free_score, (result.label_free or {}).get("score", float("nan")))
     return result
+
+
+
+def end_epoch(config: Config, state: RunState, row: EpochRow, select_on: str | None, out: Path, dist: DistInfo,
+              board: TensorBoardLog | None) -> None:
+    """After an epoch: the best checkpoints it improved, the back-off (which may restore the best weights),
+    then ``last.pt`` with every rank's random states and the epoch's row; rank 0 writes."""
+    epoch = row.epoch
+    if dist.is_main:
+        for criterion in improved_criteria(state, row, config.train.label_free_score):
+            save_checkpoint(out / best_file(criterion, select_on), state.model, config, epoch=epoch, val=row.val,
+                            label_free=row.label_free)
+    if epoch < config.train.epochs:  # at the last epoch nothing is left to train without the pseudo labels
+        back_off_if_stale(config.cluster, state, row, out / best_file(config.cluster.backoff_on, select_on), dist)
+    rank_rngs = gather_rng_states(dist)  # each rank's own streams, for --resume
+    if dist.is_main:
+        state.save(out / "last.pt", config, val=row.val, rank_rngs=rank_rngs)
+        with (out / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(row.as_dict()) + "\n")
+        if board is not None:
+            board.write(row.as_dict())
+    barrier(dist)
+    log.info("%s", epoch_summary(row.as_dict()))
 
 
 def _steps_per_epoch(cfg: TrainConfig, pairs: int, dist: DistInfo) -> int:
