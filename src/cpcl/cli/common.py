@@ -8,12 +8,8 @@ import os
 
 from cpcl.errors import UsageError
 
-log = logging.getLogger("cpcl")
-
-
 EXIT_STATUS = ("exit status: 0 done; 1 a check that ran and found problems (cpcl data check, ONNX parity); "
                "2 bad usage or input (the message names the option, key, file or record); 130 interrupted")
-
 
 
 def setup_logging(verbose: bool) -> None:
@@ -23,7 +19,6 @@ def setup_logging(verbose: bool) -> None:
     logging.getLogger("cpcl").setLevel(logging.WARNING if quiet_rank else logging.DEBUG if verbose else logging.INFO)
     # open_clip logs every model creation at INFO on the root logger
     logging.getLogger().setLevel(logging.WARNING)
-
 
 
 def pick_device(name: str):
@@ -40,7 +35,6 @@ def pick_device(name: str):
     return device
 
 
-
 class Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Help with every option's default, except where there is none to show."""
 
@@ -48,7 +42,6 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False) or action.default is argparse.SUPPRESS:
             return action.help or ""
         return super()._get_help_string(action)
-
 
 
 def command(sub, name: str, help: str, interrupted: str = "stopped before it finished") -> argparse.ArgumentParser:
@@ -60,7 +53,6 @@ def command(sub, name: str, help: str, interrupted: str = "stopped before it fin
 
 
 RUN_KEPT = "completed checkpoints are kept (cpcl train --resume RUN_DIR continues a run)"
-
 
 
 def whole(low: int, high: int | None = None):
@@ -80,7 +72,6 @@ def whole(low: int, high: int | None = None):
     return parse
 
 
-
 def fraction(low: float = 0.0, high: float = 1.0, low_open: bool = False):
     """An option's type: a finite number within [``low``, ``high``] (``(low, high]`` with ``low_open``)."""
 
@@ -97,15 +88,12 @@ def fraction(low: float = 0.0, high: float = 1.0, low_open: bool = False):
     return parse
 
 
-
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
 
 
-
 def add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--overwrite", action="store_true", help=f"replace {what} already in --out (refused otherwise)")
-
 
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
@@ -118,7 +106,6 @@ def add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-ids-from-train", type=whole(0), default=0, metavar="N",
                    help="the val split is N persons held out of the training split, as a run with "
                         "data.val_ids_from_train=N held them out (datasets without a val split)")
-
 
 
 def add_run_args(p: argparse.ArgumentParser, config_default: str | None, config_required: bool = True) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import time
 
@@ -13,8 +12,6 @@ from cpcl.cli.common import (
     fraction,
     whole,
 )
-
-log = logging.getLogger("cpcl")
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -37,12 +34,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _print_summary(summary: dict[str, dict[str, int]]) -> None:
     print(f"{'split':<6} {'images':>8} {'captions':>9} {'identities':>11}")
     for split, row in summary.items():
         print(f"{split:<6} {row['images']:>8} {row['captions']:>9} {row['identities']:>11}")
-
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
@@ -74,7 +69,6 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         return 1
     print("\nno problems found")
     return 0
-
 
 
 def register(sub) -> None:

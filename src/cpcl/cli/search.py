@@ -45,7 +45,6 @@ def cmd_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
-
 @contextlib.contextmanager
 def _hint_skip_unreadable():
     """An image file that cannot be read: its error, and the option that leaves such files out."""
@@ -57,14 +56,12 @@ def _hint_skip_unreadable():
         raise UnreadableImageError(f"{exc} (--skip-unreadable leaves such files out and names them)") from None
 
 
-
 def _report_unreadable(unreadable: list[Path] | None, shown: int = 10) -> None:
     """Name the image files ``--skip-unreadable`` left out (the first ``shown``, and how many more)."""
     if unreadable:
         more = f" ... and {len(unreadable) - shown} more" if len(unreadable) > shown else ""
         print(f"left out {len(unreadable)} image(s) that could not be read: "
               f"{', '.join(map(str, unreadable[:shown]))}{more}", file=sys.stderr)
-
 
 
 def _milvus_uri(args: argparse.Namespace) -> str | None:
@@ -75,7 +72,6 @@ def _milvus_uri(args: argparse.Namespace) -> str | None:
     if args.backend == "files" and args.uri:
         raise UsageError(f"--uri {args.uri} is for --backend milvus; an index of the files backend is a directory")
     return args.uri if args.backend == "milvus" else None
-
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
@@ -95,7 +91,6 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_index_info(args: argparse.Namespace) -> int:
     from cpcl.retrieval.index import open_gallery
 
@@ -107,13 +102,11 @@ def cmd_index_info(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _open_service(args: argparse.Namespace, **batching):
     from cpcl.retrieval.service import SearchService
 
     return SearchService.open(args.index, args.checkpoint, pick_device(args.device), text_encoder=args.text_encoder,
                               uri=_milvus_uri(args), **batching)
-
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -137,7 +130,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"grid: {args.grid}")
     return 0
-
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -167,7 +159,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _serve_token(token_file: str | None) -> str | None:
     """The token ``cpcl serve`` requires: the contents of ``--token-file``, else $CPCL_SERVE_TOKEN, else none."""
     if token_file is None:
@@ -186,7 +177,6 @@ def _serve_token(token_file: str | None) -> str | None:
     return token
 
 
-
 def _add_encode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=whole(1), default=128, help="encoding batch size")
     p.add_argument("--workers", type=whole(0), default=2, help="image decoding processes")
@@ -196,13 +186,11 @@ def _add_encode_args(p: argparse.ArgumentParser) -> None:
     add_device(p)
 
 
-
 def _add_text_encoder(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-encoder", metavar="ONNX",
                    help="encode queries with this ONNX text tower (text_encoder.onnx or text_encoder.int8.onnx from "
                         "`cpcl export onnx` of the same checkpoint) on onnxruntime instead of PyTorch "
                         "(default: PyTorch)")
-
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
@@ -211,7 +199,6 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
                         "the collection name)")
     p.add_argument("--uri", help="with --backend milvus: a Milvus Lite file (gallery.db, embedded, no server) or a "
                                  "server address (http://HOST:19530)")
-
 
 
 def register(sub) -> None:

@@ -87,7 +87,6 @@ def _run_training(args: argparse.Namespace, config, out: Path) -> int:
     return 0
 
 
-
 def _relaunch_with_torchrun(nproc: int, argv: list[str], out: Path) -> int:
     """``cpcl train --nproc N ...`` = ``torchrun --nproc_per_node N -m cpcl train ...`` on this machine."""
     import subprocess
@@ -107,7 +106,6 @@ def _relaunch_with_torchrun(nproc: int, argv: list[str], out: Path) -> int:
     return code
 
 
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from cpcl.evaluation.evaluate import load_eval_split
     from cpcl.views.report import results_table
@@ -123,7 +121,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps({"checkpoint": str(args.checkpoint), "split": args.split,
                                                   "epoch": payload.get("epoch"), **metrics.as_dict()}, indent=2))
     return 0
-
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -153,7 +150,6 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from cpcl.demo import run_demo
     from cpcl.views.report import results_table
@@ -174,7 +170,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     from cpcl.config import resolve_config_path
     from cpcl.selection import parse_grid, run_selection
@@ -190,7 +185,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_configs(args: argparse.Namespace) -> int:
     import shutil
 
@@ -204,13 +198,11 @@ def cmd_configs(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_archs(args: argparse.Namespace) -> int:
     from cpcl.model.backbone import list_archs
 
     print("\n".join(list_archs()))
     return 0
-
 
 
 def register(sub) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 from cpcl.cli.common import (
@@ -15,8 +14,6 @@ from cpcl.cli.common import (
     whole,
 )
 from cpcl.errors import UsageError
-
-log = logging.getLogger("cpcl")
 
 
 def cmd_visualize(args: argparse.Namespace) -> int:
@@ -33,7 +30,6 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_clusters(args: argparse.Namespace) -> int:
     from cpcl.views.clusters import render_clusters
 
@@ -47,7 +43,6 @@ def cmd_clusters(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def cmd_export_weights(args: argparse.Namespace) -> int:
     from cpcl.model.checkpoint import export_clip_weights
 
@@ -57,7 +52,6 @@ def cmd_export_weights(args: argparse.Namespace) -> int:
 
 
 ONNX_TOLERANCE = 1e-4
-
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -85,7 +79,6 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     print(f"search with it: cpcl search INDEX 'a query' --text-encoder {query_encoder}")
     print(f"preprocessing and inputs: {out / 'export.json'}")
     return 0 if verdict == "OK" else 1
-
 
 
 def register(sub) -> None:
