@@ -16,8 +16,9 @@ any choice — test R1 of the epoch's model. Reported per regime and budget:
   chosen by each candidate that scores every trial (Kendall τ over the trials of their best candidate score with
   their best-on-val test R1, and the regret of the label-free trial against the trial val identities choose).
 
-    python benchmarks/label_free_selection.py --regimes default cctv sparse --epochs 5 --seeds 0 1 2
-    python benchmarks/label_free_selection.py --regimes default --epochs 10 --seeds 0 1 2 --name label_free_e10
+    python benchmarks/label_free_selection.py --regimes default cctv sparse lookalike cameras uniforms --epochs 5
+    python benchmarks/label_free_selection.py --regimes default cctv sparse lookalike cameras uniforms --epochs 10 \
+        --name label_free_selection_e10
     python benchmarks/label_free_selection.py --regimes default --grid cluster.eps=0.3,0.5,0.6 --name label_free_sweep
 
 writes benchmarks/results/<name>.{json,md}; runs under runs/label_free/<regime>/<config>-seed<N>-e<E>
