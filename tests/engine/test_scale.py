@@ -27,7 +27,7 @@ from cpcl.engine.trainer import train
 from cpcl.model.checkpoint import build_model, read_checkpoint
 from tests.conftest import tiny_config
 from tests.engine.test_cpcl import CPCL
-from tests.support.collectives import check_collective_devices, checked_env
+from tests.support.collectives import backend_devices, check_collective_devices, checked_env
 
 NO_AUGMENT = ("augment.hflip=false", "augment.pad=0", "augment.random_erasing=0")
 
@@ -261,9 +261,9 @@ def test_resume_reads_the_config_from_config_yaml_and_last_pt_once(tiny_synth, t
 def test_collectives_refuse_tensors_the_run_has_no_backend_for(monkeypatch):
     from cpcl.engine import distributed
 
-    assert distributed.backend_devices(distributed.backend_for(torch.device("cuda"))) == {"cpu", "cuda"}
-    assert distributed.backend_devices(distributed.backend_for(torch.device("cpu"))) == {"cpu"}
-    assert distributed.backend_devices("nccl") == {"cuda"}  # what a CUDA run joined before: no CPU collectives
+    assert backend_devices(distributed.backend_for(torch.device("cuda"))) == {"cpu", "cuda"}
+    assert backend_devices(distributed.backend_for(torch.device("cpu"))) == {"cpu"}
+    assert backend_devices("nccl") == {"cuda"}  # what a CUDA run joined before: no CPU collectives
     calls = []
     monkeypatch.setattr(distributed.dist, "all_reduce", lambda tensor, **kw: calls.append(tensor))
     check_collective_devices({"cuda"}, "cuda")

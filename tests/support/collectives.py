@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from cpcl.engine.distributed import backend_devices, backend_for
+from cpcl.engine.distributed import backend_for
 
 HERE = Path(__file__).resolve().parent
 COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_reduce", "broadcast", "reduce_scatter",
@@ -32,6 +32,13 @@ def checked_env(run: str = "cuda", env: dict | None = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH", "")) if p)
     env["CPCL_CHECK_COLLECTIVES"] = run
     return env
+
+
+def backend_devices(backend: str) -> set[str]:
+    """Device types a backend string serves: ``"cpu:gloo,cuda:nccl"`` -> {cpu, cuda}; ``"nccl"`` -> {cuda}."""
+    if ":" in backend:
+        return {part.split(":")[0] for part in backend.split(",")}
+    return {"cuda"} if backend == "nccl" else {"cpu"}
 
 
 def check_collective_devices(allowed: set[str], run: str) -> None:

@@ -62,13 +62,6 @@ def backend_for(device: torch.device) -> str:
     return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
 
 
-def backend_devices(backend: str) -> set[str]:
-    """Device types a backend string serves: ``"cpu:gloo,cuda:nccl"`` -> {cpu, cuda}; ``"nccl"`` -> {cuda}."""
-    if ":" in backend:
-        return {part.split(":")[0] for part in backend.split(",")}
-    return {"cuda"} if backend == "nccl" else {"cpu"}
-
-
 def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun set up (if any) -> ``(info, this rank's device)``."""
     if not launched_distributed():
