@@ -33,7 +33,7 @@ def test_grid_and_random_part_of_it():
 
 def test_selection_scores_on_val_and_evaluates_test_once(tiny_synth, tmp_path, monkeypatch):
     test_evaluations = []
-    real = evaluate_module.EvalSplit.evaluate
+    real = evaluate_module.EvalSplit.report
 
     def spy(self, model, device, batch_size=256, progress=False):
         metrics = real(self, model, device, batch_size, progress)
@@ -44,13 +44,13 @@ def test_selection_scores_on_val_and_evaluates_test_once(tiny_synth, tmp_path, m
     from cpcl.data.formats import load_annotations
 
     test_captions = [c for r in load_annotations("cuhk-pedes", tiny_synth).split("test") for c in r.captions]
-    monkeypatch.setattr(evaluate_module.EvalSplit, "evaluate", spy)
+    monkeypatch.setattr(evaluate_module.EvalSplit, "report", spy)
     grid = parse_grid([*GRID, "oplm.threshold=0.3"])  # every trial valid
     selection = run_selection(_config(tiny_synth, tmp_path), grid, tmp_path / "sweep", device="cpu")
     assert len(selection.trials) == 5 and all(t.status == "done" for t in selection.trials)
     best = max(selection.trials, key=lambda t: (t.val_rank1, t.val_mAP))
     assert selection.chosen == best
-    assert len(test_evaluations) == 1 and selection.test == test_evaluations[0].as_dict()  # test, once
+    assert len(test_evaluations) == 1 and selection.test == test_evaluations[0]  # test, once
     saved = json.loads((tmp_path / "sweep" / "selection.json").read_text())
     assert saved["chosen"] == best.number and "**chosen**" in (tmp_path / "sweep" / "selection.md").read_text()
     # an interrupted selection continues: finished trials are read back, not trained again

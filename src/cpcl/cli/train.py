@@ -113,13 +113,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     model, split, payload = load_eval_split(args.checkpoint, args.format, args.root, args.split, device,
                                             args.val_ids_from_train)
-    metrics = split.evaluate(model, device, args.batch_size, progress=True)
-    print(results_table({Path(args.checkpoint).name: metrics.as_dict()}, title=f"{args.split} split of {args.root}"))
+    scores = split.report(model, device, args.batch_size, progress=True)
+    if not split.has_ids:
+        log.info("the %s split of %s is scored on %s", args.split, args.root, split.scored_as)
+    print(results_table({Path(args.checkpoint).name: scores}, title=f"{args.split} split of {args.root}"))
     if args.json:
         from cpcl.io import atomic_write_text
 
         atomic_write_text(args.json, json.dumps({"checkpoint": str(args.checkpoint), "split": args.split,
-                                                  "epoch": payload.get("epoch"), **metrics.as_dict()}, indent=2))
+                                                  "epoch": payload.get("epoch"), **scores}, indent=2))
     return 0
 
 

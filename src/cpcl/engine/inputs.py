@@ -75,6 +75,8 @@ def load_train_data(config: Config, dist: DistInfo, progress: bool) -> TrainData
     if dist.is_main:
         val = EvalSplit(val_records, tokenizer, preprocess, config.data.cache_images) if val_records else None
         test = EvalSplit(test_records, tokenizer, preprocess) if test_records else None
+        if test is not None and not test.has_ids:
+            log.info("the test split is scored on %s", test.scored_as)
         if select_on is None:
             log.warning("no val split: every epoch is kept as 'last' and no best checkpoint is chosen (hold pairs "
                         "out with data.val_pairs_from_train=N to choose label-free)")

@@ -225,8 +225,9 @@ def _reference_metrics(state: RunState, data: TrainData, device: torch.device, b
     state.zero_shot_val = (data.val.evaluate(state.model, device, batch_size).as_dict()
                            if data.val is not None and data.val.has_ids else None)
     if data.test is not None:
-        state.test_reference["chance"] = chance_metrics(data.test.query_ids, data.test.gallery_ids).as_dict()
-        state.test_reference["zero-shot"] = data.test.evaluate(state.model, device, batch_size).as_dict()
+        if data.test.has_ids:
+            state.test_reference["chance"] = chance_metrics(data.test.query_ids, data.test.gallery_ids).as_dict()
+        state.test_reference["zero-shot"] = data.test.report(state.model, device, batch_size)
 
 
 def run_epoch(config: Config, state: RunState, train_model, data: TrainData, epoch: int, steps_per_epoch: int,
@@ -393,11 +394,11 @@ def finish(state: RunState, data: TrainData, out: Path, device: torch.device, ba
     "best-label-free"), written as ``results.{json,md}`` with what chose ``best.pt``."""
     plot_curves(state.history, state.zero_shot_val, out / "curves.png")
     if data.test is not None:
-        result.test["last"] = data.test.evaluate(state.model, device, batch_size).as_dict()
+        result.test["last"] = data.test.report(state.model, device, batch_size)
         for criterion, row in (("val", "best-on-val"), ("label-free", "best-label-free")):
             if state.best[criterion].epoch is not None:
                 best_model = load_checkpoint(out / best_file(criterion, data.select_on), device)[0]
-                result.test[row] = data.test.evaluate(best_model, device, batch_size).as_dict()
+                result.test[row] = data.test.report(best_model, device, batch_size)
     selection = {"select_on": data.select_on,
                  "val": None if state.best["val"].epoch is None else {"epoch": state.best["val"].epoch,
                                                                       "score": state.best["val"].score},

@@ -10,6 +10,7 @@ from cpcl.data.datasets import ImageSet, ImageStore, eval_split, tokenize_all
 from cpcl.data.formats import load_annotations
 from cpcl.data.records import ImageRecord
 from cpcl.data.transforms import build_eval_transform
+from cpcl.evaluation.label_free import pair_scores
 from cpcl.evaluation.metrics import RetrievalMetrics, retrieval_metrics
 from cpcl.model.checkpoint import load_checkpoint
 from cpcl.model.encode import encode_images, encode_texts
@@ -21,8 +22,8 @@ class EvalSplit:
     """A split's gallery and queries, tokenised once and reused every epoch.
 
     ``caption_to_image`` (N_cap,) is the gallery column of each query's own image, which label-free scores
-    read. Records without identities make a split of pairs alone: ``has_ids`` is False, and :meth:`evaluate`
-    (which needs them) refuses it."""
+    read. Records without identities make a split of pairs alone: ``has_ids`` is False, :meth:`evaluate`
+    (which needs them) refuses it, and :meth:`report` gives its pair scores instead."""
 
     def __init__(self, records: Sequence[ImageRecord], tokenizer: Callable, preprocess: Preprocess,
                  cache_images: bool = False):
@@ -53,6 +54,22 @@ class EvalSplit:
     def evaluate(self, model: RetrievalModel, device: torch.device, batch_size: int = 256,
                  progress: bool = False) -> RetrievalMetrics:
         return self.metrics(self.similarity(model, device, batch_size, progress))
+
+    def report(self, model: RetrievalModel, device: torch.device, batch_size: int = 256,
+               progress: bool = False) -> dict[str, float]:
+        """What the split can tell of ``model``: the identity metrics (``rank1`` ... ``rSum``) where its records
+        have identities, else the pair scores (``pair-R1``, ``pair-mAP``: each caption retrieving its own image)."""
+        similarity = self.similarity(model, device, batch_size, progress)
+        if self.has_ids:
+            return self.metrics(similarity).as_dict()
+        return {**pair_scores(similarity, self.caption_to_image), "num_queries": len(self.captions),
+                "num_gallery": len(self.images)}
+
+    @property
+    def scored_as(self) -> str:
+        """One phrase for titles and logs: what :meth:`report` measures on this split."""
+        return "identities" if self.has_ids else "pairs only (no person_id: pair-R1 and pair-mAP, each caption " \
+                                                 "retrieving its own image; identity metrics need identities)"
 
 
 def load_eval_split(checkpoint, data_format: str, root, split: str, device: torch.device,

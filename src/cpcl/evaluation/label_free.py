@@ -31,13 +31,17 @@ CLUSTER_SCORES = ("agreement", "stability")
 SCORES = PAIR_SCORES + CLUSTER_SCORES
 
 
-def pair_scores(similarity: torch.Tensor, caption_to_image: torch.Tensor, temperature: float) -> dict[str, float]:
+def pair_scores(similarity: torch.Tensor, caption_to_image: torch.Tensor,
+                temperature: float | None = None) -> dict[str, float]:
     """``similarity`` (N_cap, N_img) cosine of held-out captions to held-out images, ``caption_to_image``
-    (N_cap,) the column of each caption's own image -> ``pair-R1``, ``pair-mAP`` (×100) and ``pair-loss``."""
+    (N_cap,) the column of each caption's own image -> ``pair-R1``, ``pair-mAP`` (×100) and, given the
+    training ``temperature``, ``pair-loss``."""
     own = caption_to_image.to(similarity.device)
     metrics = retrieval_metrics(similarity, own, torch.arange(similarity.shape[1], device=similarity.device))
-    loss = F.cross_entropy(similarity.float() / temperature, own)
-    return {"pair-R1": metrics.rank1, "pair-mAP": metrics.mAP, "pair-loss": -float(loss)}
+    scores = {"pair-R1": metrics.rank1, "pair-mAP": metrics.mAP}
+    if temperature is not None:
+        scores["pair-loss"] = -float(F.cross_entropy(similarity.float() / temperature, own))
+    return scores
 
 
 def cluster_scores(pseudo: dict[str, Any] | None) -> dict[str, float]:

@@ -9,6 +9,8 @@ from cpcl.io import atomic_save
 
 METRIC_COLUMNS = (("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mAP", "mAP"), ("mINP", "mINP"),
                   ("rSum", "rSum"))
+# a split of pairs without identities (EvalSplit.report): each caption retrieving its own image
+PAIR_COLUMNS = (("pair-R1", "pair R1"), ("pair-mAP", "pair mAP"))
 
 
 def epoch_summary(row: dict[str, Any]) -> str:
@@ -41,10 +43,11 @@ def _pseudo_summary(stats: dict[str, Any] | None) -> str:
 
 
 def results_table(rows: dict[str, dict[str, Any]], title: str = "") -> str:
-    """A Markdown table of retrieval metrics, one row per model."""
-    head = ("| model | " + " | ".join(name for _, name in METRIC_COLUMNS) + " |\n|---|"
-            + "---:|" * len(METRIC_COLUMNS) + "\n")
-    body = "".join(f"| {name} | " + " | ".join(f"{m[key]:.2f}" for key, _ in METRIC_COLUMNS) + " |\n"
+    """A Markdown table of retrieval metrics, one row per model: the identity metrics, or — for rows of a split
+    without identities (:meth:`~cpcl.evaluation.evaluate.EvalSplit.report`) — the pair scores."""
+    columns = METRIC_COLUMNS if all("rank1" in m for m in rows.values()) else PAIR_COLUMNS
+    head = ("| model | " + " | ".join(name for _, name in columns) + " |\n|---|" + "---:|" * len(columns) + "\n")
+    body = "".join(f"| {name} | " + " | ".join(f"{m[key]:.2f}" for key, _ in columns) + " |\n"
                    for name, m in rows.items())
     return (f"{title}\n\n" if title else "") + head + body
 
