@@ -17,7 +17,7 @@ from cpcl.data.formats import load_annotations
 from cpcl.engine.trainer import train
 from cpcl.evaluation.label_free import pair_scores
 from cpcl.model.checkpoint import read_checkpoint
-from tests.conftest import permuted_copy, tiny_config
+from tests.conftest import identity_variant, tiny_config
 from tests.engine.test_cpcl import CPCL
 
 LABEL_FREE = ("train.select_on=label-free", "train.epochs=3", "train.max_steps_per_epoch=2")
@@ -69,40 +69,62 @@ def test_held_out_pairs_are_whole_images_the_same_ones_every_time(tiny_synth, tm
         load_annotations("cuhk-pedes", tiny_synth).hold_out_pairs(3)
 
 
-def test_label_free_choice_reads_no_identity(tiny_synth, tmp_path):
-    """Permuting every identity of train and val, or deleting them, changes no label-free score, choice or
-    best.pt: the choice sees pairs only."""
-    permuted = permuted_copy(tiny_synth, tmp_path / "permuted", shift=3)
-    records = json.loads((permuted / "reid_raw.json").read_text())
-    val_ids = sorted({r["id"] for r in records if r["split"] == "val"})
-    for r in records:  # the val persons too
-        if r["split"] == "val":
-            r["id"] = val_ids[(val_ids.index(r["id"]) + 1) % len(val_ids)] + 5000
-    (permuted / "reid_raw.json").write_text(json.dumps(records))
-    deleted = jsonl_copy(tiny_synth, tmp_path / "deleted")
+def _run_rows(run: Path, key: str) -> list:
+    return [json.loads(line).get(key) for line in (run / "metrics.jsonl").open()]
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    wa, wb = read_checkpoint(a)["model"], read_checkpoint(b)["model"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_label_free_choice_and_back_off_read_no_identity(tiny_synth, tmp_path):
+    """Merging persons two by two or all into one, making every image a person of its own, or deleting the
+    identities (of the training and val splits) changes no label-free score, back-off, choice or best.pt: under
+    label-free selection nothing reads an identity. A one-to-one relabelling could not tell: it changes no
+    identity metric."""
+    variants = {"original": (tiny_synth, "cuhk-pedes"),
+                "merged": (identity_variant(tiny_synth, tmp_path / "merged", "merge"), "cuhk-pedes"),
+                "one": (identity_variant(tiny_synth, tmp_path / "one", "one"), "cuhk-pedes"),
+                "split": (identity_variant(tiny_synth, tmp_path / "split", "split"), "cuhk-pedes"),
+                "deleted": (jsonl_copy(tiny_synth, tmp_path / "deleted"), "jsonl")}
     runs = {}
-    for name, root, fmt in (("original", tiny_synth, "cuhk-pedes"), ("permuted", permuted, "cuhk-pedes"),
-                            ("deleted", deleted, "jsonl")):
-        config = tiny_config(root, *CPCL, *LABEL_FREE, f"data.format={fmt}")
+    for name, (root, fmt) in variants.items():
+        config = tiny_config(root, *CPCL, *LABEL_FREE, "train.epochs=4", "cluster.backoff_patience=1",
+                             f"data.format={fmt}")
         runs[name] = train(config, tmp_path / name, progress=False)
     original = runs["original"]
     assert original.select_on == "label-free" and original.label_free["name"] == "pair-mAP"
-    weights = read_checkpoint(tmp_path / "original" / "best.pt")["model"]
-    for name in ("permuted", "deleted"):
+    backed_off = [r for r in _run_rows(tmp_path / "original", "backed_off") if r]
+    assert backed_off, "the scenario must back off once, or it tests nothing"
+    merged_val = [r["mAP"] for r in _run_rows(tmp_path / "merged", "val")[1:]]
+    assert merged_val != [r["mAP"] for r in _run_rows(tmp_path / "original", "val")[1:]]  # identities did change
+    for name in ("merged", "one", "split", "deleted"):
         assert runs[name].label_free == original.label_free, name
-        assert runs[name].best_epoch == original.best_epoch
-        other = read_checkpoint(tmp_path / name / "best.pt")["model"]
-        assert all(torch.equal(weights[k], other[k]) for k in weights), name
-        scores = [json.loads(line).get("label_free") for line in (tmp_path / name / "metrics.jsonl").open()]
-        assert scores == [json.loads(line).get("label_free") for line in (tmp_path / "original" /
-                                                                          "metrics.jsonl").open()]
+        assert runs[name].best_epoch == original.best_epoch, name
+        assert _run_rows(tmp_path / name, "label_free") == _run_rows(tmp_path / "original", "label_free"), name
+        assert _run_rows(tmp_path / name, "backed_off") == _run_rows(tmp_path / "original", "backed_off"), name
+        assert _same_weights(tmp_path / "original" / "best.pt", tmp_path / name / "best.pt"), name
+        assert _same_weights(tmp_path / "original" / "last.pt", tmp_path / name / "last.pt"), name
     # where val identities exist, both choices are reported on test: the cost of choosing blind is visible
     assert {"best-on-val", "best-label-free"} <= set(original.test)
-    assert original.test["best-label-free"] == runs["permuted"].test["best-label-free"]
+    assert original.test["best-label-free"] == runs["merged"].test["best-label-free"]
     saved = json.loads((tmp_path / "original" / "results.json").read_text())
     assert saved["selection"]["select_on"] == "label-free"
     assert saved["selection"]["label-free"] == {**original.label_free}
     assert (tmp_path / "original" / "best-on-val.pt").is_file()
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+def test_a_back_off_on_val_identities_is_refused_under_label_free_selection(tiny_synth, tmp_path, explicit):
+    """train.select_on=label-free on data with val identities, or auto resolving to label-free on val pairs
+    without them: a back-off counted on val identities is refused before training."""
+    data = tiny_synth if explicit else jsonl_copy(tiny_synth, tmp_path / "own", ids_in=())
+    config = tiny_config(data, *CPCL, "cluster.backoff_patience=1", "cluster.backoff_on=val",
+                         *(LABEL_FREE if explicit else ("data.format=jsonl",)))
+    with pytest.raises(ConfigError, match="backoff_on=val reads val identities, but best.pt is chosen label-free"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_own_jsonl_pairs_without_any_person_id_choose_label_free_through_the_cli(tiny_synth, tmp_path, caplog):

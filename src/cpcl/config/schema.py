@@ -117,12 +117,14 @@ class ClusterConfig:
     fuse_modalities: bool = False  # cluster images on image + mean-caption features, captions on caption + image
     max_cluster_fraction: float = 0.5  # a cluster above this share of samples counts as degenerate
     start_epoch: int = 1  # epochs before this one train the instance loss only (warm-up)
-    # back off when the pseudo labels stop helping on val: after this many epochs in a row trained on pseudo
-    # labels without a new best val score, the best-on-val weights are restored and the remaining epochs
-    # train the instance loss alone (0: never)
+    # back off when the pseudo labels stop helping: after this many epochs in a row trained on pseudo labels
+    # without a new best score (cluster.backoff_on), that best epoch's weights are restored and the remaining
+    # epochs train the instance loss alone (0: never)
     backoff_patience: int = 0
-    # what "no new best" counts in for the back-off: val identities, or the label-free score (train.label_free_score)
-    backoff_on: typing.Literal["val", "label-free"] = "val"
+    # what "no new best" counts in for the back-off: "auto", the score that chooses best.pt (train.select_on as
+    # resolved: so a label-free choice backs off label-free and reads no identity); "val", val identities;
+    # "label-free", the label-free score (train.label_free_score). "val" under label-free selection is refused
+    backoff_on: typing.Literal["auto", "val", "label-free"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class TrainData:
     # never by a loss, a sampler or the mining of a weakly supervised run
     report_ids: np.ndarray | None
     select_on: str | None = None  # what chooses best.pt: "val", "label-free", or None (nothing held out)
+    backoff_on: str | None = None  # what the back-off counts (cluster.backoff_on resolved), None without one
 
 
 def claim_run_dir(out: Path, overwrite: bool = False) -> None:
@@ -70,7 +71,7 @@ def load_train_data(config: Config, dist: DistInfo, progress: bool) -> TrainData
     if config.train.supervised and report_ids is None:
         raise ValueError("train.supervised=true needs a person_id on every training record")
     extract_set = ImageSet(train_set.images.paths, build_eval_transform(preprocess), train_set.images)
-    select_on = resolve_select_on(config, ann.annotation_file, val_records)
+    select_on, backoff_on = resolve_select_on(config, ann.annotation_file, val_records)
     val = test = None
     if dist.is_main:
         val = EvalSplit(val_records, tokenizer, preprocess, config.data.cache_images) if val_records else None
@@ -84,13 +85,17 @@ def load_train_data(config: Config, dist: DistInfo, progress: bool) -> TrainData
             log.info("best.pt is chosen label-free: %s on the %d held-out pairs, no identity read "
                      "(train.select_on=%s)", config.train.label_free_score, len(val.captions),
                      config.train.select_on)
-    return TrainData(ann.name, train_set, extract_set, val, test, report_ids, select_on)
+    return TrainData(ann.name, train_set, extract_set, val, test, report_ids, select_on, backoff_on)
 
 
-def resolve_select_on(config: Config, annotation_file: Path, val_records: list) -> str | None:
-    """What chooses best.pt (``train.select_on``): "val" where the val split has identities, "label-free" where
-    it has pairs only, None without a val split ("auto"); an explicit choice the data cannot serve (or a
-    back-off counted on it) is refused in one sentence, before any training."""
+def resolve_select_on(config: Config, annotation_file: Path, val_records: list) -> tuple[str | None, str | None]:
+    """What chooses best.pt (``train.select_on``) and what the back-off counts (``cluster.backoff_on``) ->
+    ``(select_on, backoff_on)``.
+
+    ``select_on`` "auto" is "val" where the val split has identities, "label-free" where it has pairs only, None
+    without a val split; ``backoff_on`` "auto" is what ``select_on`` resolved to (None without a back-off).
+    An explicit choice the data cannot serve, or a back-off that would read val identities while best.pt is
+    chosen without any, is refused in one sentence, before any training."""
     has_ids = bool(val_records) and all(r.person_id is not None for r in val_records)
     wanted = config.train.select_on
     if wanted == "auto":
@@ -103,9 +108,16 @@ def resolve_select_on(config: Config, annotation_file: Path, val_records: list) 
     if wanted == "label-free" and not val_records:
         raise ConfigError(f"train.select_on=label-free needs held-out pairs, and {annotation_file} has no val "
                           "split: hold some out with data.val_pairs_from_train=N")
-    if config.cluster.backoff_patience and config.cluster.backoff_on == "val" and not has_ids:
+    if not config.cluster.backoff_patience:
+        return wanted, None
+    if not val_records:
+        raise ConfigError(f"cluster.backoff_patience needs held-out data, and {annotation_file} has no val split")
+    backoff_on = wanted if config.cluster.backoff_on == "auto" else config.cluster.backoff_on
+    if backoff_on == "val" and wanted == "label-free":
+        raise ConfigError(f"cluster.backoff_on=val reads val identities, but best.pt is chosen label-free "
+                          f"({annotation_file}: train.select_on={config.train.select_on}), which reads none; count the "
+                          "back-off label-free (cluster.backoff_on=auto or label-free)")
+    if backoff_on == "val" and not has_ids:
         raise ConfigError(f"cluster.backoff_on=val needs identities in the val split of {annotation_file}; "
                           "count the back-off label-free (cluster.backoff_on=label-free)")
-    if config.cluster.backoff_patience and not val_records:
-        raise ConfigError(f"cluster.backoff_patience needs held-out data, and {annotation_file} has no val split")
-    return wanted
+    return wanted, backoff_on

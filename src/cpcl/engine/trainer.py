@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from cpcl.clustering.pseudo_labels import LABELS_DIR
 from cpcl.clustering.quality import label_free_quality
-from cpcl.config import ClusterConfig, Config, TrainConfig, config_yaml
+from cpcl.config import Config, TrainConfig, config_yaml
 from cpcl.data.datasets import TrainPairs
 from cpcl.data.samplers import PseudoIdentitySampler
 from cpcl.engine.distributed import (
@@ -152,7 +152,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     for epoch in range(state.epoch + 1, config.train.epochs + 1):
         row = run_epoch(config, state, train_model, data, epoch, steps_per_epoch, device, dist, progress,
                         labels_dir=out / LABELS_DIR if dist.is_main else None)
-        end_epoch(config, state, row, data.select_on, out, dist, board)
+        end_epoch(config, state, row, data, out, dist, board)
     if board is not None:
         board.close()
     best_val = next((r["val"] for r in state.history if r["epoch"] == state.best["val"].epoch), None)
@@ -169,17 +169,18 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
 
 
 
-def end_epoch(config: Config, state: RunState, row: EpochRow, select_on: str | None, out: Path, dist: DistInfo,
+def end_epoch(config: Config, state: RunState, row: EpochRow, data: TrainData, out: Path, dist: DistInfo,
               board: TensorBoardLog | None) -> None:
     """After an epoch: the best checkpoints it improved, the back-off (which may restore the best weights),
     then ``last.pt`` with every rank's random states and the epoch's row; rank 0 writes."""
     epoch = row.epoch
     if dist.is_main:
         for criterion in improved_criteria(state, row, config.train.label_free_score):
-            save_checkpoint(out / best_file(criterion, select_on), state.model, config, epoch=epoch, val=row.val,
-                            label_free=row.label_free)
-    if epoch < config.train.epochs:  # at the last epoch nothing is left to train without the pseudo labels
-        back_off_if_stale(config.cluster, state, row, out / best_file(config.cluster.backoff_on, select_on), dist)
+            save_checkpoint(out / best_file(criterion, data.select_on), state.model, config, epoch=epoch,
+                            val=row.val, label_free=row.label_free)
+    if data.backoff_on and epoch < config.train.epochs:  # at the last epoch nothing is left to train without labels
+        back_off_if_stale(config.cluster.backoff_patience, data.backoff_on, state, row,
+                          out / best_file(data.backoff_on, data.select_on), dist)
     rank_rngs = gather_rng_states(dist)  # each rank's own streams, for --resume
     if dist.is_main:
         state.save(out / "last.pt", config, val=row.val, rank_rngs=rank_rngs)
@@ -361,17 +362,17 @@ def label_free_choice(state: RunState, score_name: str) -> dict[str, Any] | None
     return None if best.epoch is None else {"epoch": best.epoch, "score": best.score, "name": score_name}
 
 
-def back_off_if_stale(cluster: ClusterConfig, state: RunState, row: EpochRow, best: Path, dist: DistInfo) -> None:
-    """``cluster.backoff_patience``: after that many epochs in a row trained on pseudo labels whose score
-    (``cluster.backoff_on``: val identities, or the label-free score) is no new best, restore that best's
-    weights (on every rank) and leave the pseudo labels for the rest of the run (:func:`label_epoch`). The
-    optimiser, its schedule and the epoch count go on."""
-    patience = cluster.backoff_patience
+def back_off_if_stale(patience: int, counted_on: str, state: RunState, row: EpochRow, best: Path,
+                      dist: DistInfo) -> None:
+    """``cluster.backoff_patience``: after ``patience`` epochs in a row trained on pseudo labels whose score
+    (``counted_on``, ``cluster.backoff_on`` resolved: "val" identities, or "label-free") is no new best, restore
+    that best's weights (on every rank) and leave the pseudo labels for the rest of the run (:func:`label_epoch`).
+    The optimiser, its schedule and the epoch count go on."""
     if not patience or state.backed_off is not None:
         return
     due = False
-    scored = row.val if cluster.backoff_on == "val" else row.label_free
-    best_epoch = state.best[cluster.backoff_on].epoch
+    scored = row.val if counted_on == "val" else row.label_free
+    best_epoch = state.best[counted_on].epoch
     if dist.is_main and scored is not None and state.objective.labels is not None:
         state.stale_epochs = 0 if best_epoch == row.epoch else state.stale_epochs + 1
         due = state.stale_epochs >= patience and best_epoch is not None
@@ -382,7 +383,7 @@ def back_off_if_stale(cluster: ClusterConfig, state: RunState, row: EpochRow, be
         row.backed_off = {"restored_epoch": best_epoch, "stale_epochs": state.stale_epochs}
         log.warning("epoch %d: %d epoch(s) on pseudo labels without a better %s score than epoch %d's: back to "
                     "epoch %d's weights, and the instance loss alone from here on (cluster.backoff_patience=%d)",
-                    row.epoch, state.stale_epochs, cluster.backoff_on, best_epoch, best_epoch, patience)
+                    row.epoch, state.stale_epochs, counted_on, best_epoch, best_epoch, patience)
     broadcast_module(state.model, dist)
     state.backed_off = row.epoch
     state.objective.on_labels(None)
