@@ -29,7 +29,6 @@ import torch
 
 from cpcl.config import Config, ConfigError, InconsistentConfig, load_config, trained_as_requested
 from cpcl.engine.trainer import train
-from cpcl.evaluation.evaluate import load_eval_split
 from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.views.report import results_table
 
@@ -97,7 +96,7 @@ def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str 
         base_overrides = ["train.select_on=label-free", *base_overrides]
     plan = [(Path(config_path), overrides, "") for overrides in trial_overrides(grid, limit, seed)]
     plan += [(Path(other), (), str(other)) for other in also]
-    check_plan(plan, base_overrides)  # before anything is written or trained
+    check_plan(plan, base_overrides, score)  # before anything is written or trained
     out = Path(out)
     if (out / "selection.json").is_file() or overwrite:  # a finished one is refused; a partial one continues
         claim_outputs(out, ("selection.json", "selection.md", "trial-*"), overwrite=overwrite,
@@ -122,18 +121,70 @@ def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str 
     return selection
 
 
-def check_plan(plan: list[tuple[Path, tuple[str, ...], str]], base_overrides) -> None:
+def check_plan(plan: list[tuple[Path, tuple[str, ...], str]], base_overrides, score: str = "val") -> None:
     """Build every trial's config first: a grid or ``--set`` that cannot be read (an unknown key, a value of the
-    wrong type) stops the sweep before its first trial, naming it. A combination of valid settings that cannot
-    do what it says stays a trial of its own, recorded as invalid and not trained."""
-    for path, overrides, _ in plan:
+    wrong type) stops the sweep before its first trial, naming it, and so do trials whose scores could not be
+    compared (:func:`check_comparable`). A combination of valid settings that cannot do what it says stays a
+    trial of its own, recorded as invalid and not trained."""
+    configs = []
+    for number, (path, overrides, _) in enumerate(plan):
+        what = f"the trial {' '.join(overrides)}" if overrides else f"{path.stem} as it is"
         try:
-            load_config(path, [*base_overrides, *overrides])
+            configs.append((f"{what} (trial {number})", load_config(path, [*base_overrides, *overrides])))
         except InconsistentConfig:
             continue
         except ConfigError as exc:
-            what = f"the trial {' '.join(overrides)}" if overrides else f"{path.stem} as it is"
             raise ConfigError(f"{what} cannot be read, so no trial is trained: {exc}") from None
+    check_comparable(configs, score)
+
+
+# what every trial of a sweep must share, beyond the held-out data, for its score to rank them: the settings
+# each score is computed with (a prefix names a whole section)
+_SCORE_SETTINGS = {"val": (), "pair-mAP": (), "pair-R1": (), "pair-loss": ("loss.temperature",),
+                   "agreement": ("cluster.", "oplm."), "stability": ("cluster.", "oplm.")}
+# data settings that do not change what is held out, nor the data at all
+_DATA_LOGISTICS = ("data.num_workers", "data.cache_images")
+
+
+def check_comparable(configs: list[tuple[str, Config]], score: str) -> None:
+    """Refuse, in one sentence naming two trials and the setting, a sweep whose trials' scores could not be
+    compared: scored on other held-out data (any ``data.*`` setting but the loading ones), with another score
+    (``train.label_free_score``, under ``--score label-free``), with a score that a swept setting changes
+    (``pair-loss`` divides by ``loss.temperature``; ``agreement`` and ``stability`` read each trial's own
+    clusters), or — under ``--score label-free`` — a back-off that reads val identities."""
+    flat = {what: _flatten(config.to_dict()) for what, config in configs}
+    names = list(flat)
+    for what, config in configs:
+        if score == "label-free" and config.cluster.backoff_patience and config.cluster.backoff_on == "val":
+            raise ConfigError(f"{what}: cluster.backoff_on=val reads val identities, and this sweep chooses without "
+                              "any (--score label-free), so no trial is trained: set cluster.backoff_on=auto or "
+                              "label-free")
+    if len(names) < 2:
+        return
+    first = flat[names[0]]
+    name = first["train.label_free_score"] if score == "label-free" else "val"
+    shared = [k for k in first if k.startswith("data.") and k not in _DATA_LOGISTICS]
+    if score == "label-free":
+        shared.append("train.label_free_score")
+    shared += [k for k in first if any(k == p or (p.endswith(".") and k.startswith(p)) for p in _SCORE_SETTINGS[name])]
+    for key in shared:
+        for other in names[1:]:
+            if flat[other][key] != first[key]:
+                why = ("they would be scored on other held-out data" if key.startswith("data.") else
+                       "they would be ranked by different scores" if key == "train.label_free_score" else
+                       f"the score {name} depends on it")
+                raise ConfigError(f"{names[0]} and {other} differ in {key} ({first[key]} vs {flat[other][key]}), and "
+                                  f"{why}: a sweep compares trials scored alike, so no trial is trained")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _score(trial: Trial, score: str) -> float | None:
@@ -179,12 +230,24 @@ def _run_trial(number: int, config_path, overrides: list[str], own: tuple[str, .
     return trial
 
 
-def _test_once(checkpoint: Path, config: Config, device) -> dict[str, Any]:
+def _test_once(checkpoint: Path, config: Config, device) -> dict[str, Any] | None:
+    """The chosen trial's ``best.pt`` on the test split: identity metrics, or the pair scores of a test split
+    without identities; None (said once) where the data has no test split."""
+    from cpcl.data.formats import load_annotations
     from cpcl.data.sources import annotation_format
+    from cpcl.evaluation.evaluate import EvalSplit
+    from cpcl.model.checkpoint import load_checkpoint
 
+    records = load_annotations(annotation_format(config.data), config.data.root).split("test")
+    if not records:
+        log.info("%s has no test split: the chosen trial is reported on val alone", config.data.root)
+        return None
     device = torch.device(device)
-    model, split, _ = load_eval_split(checkpoint, annotation_format(config.data), config.data.root, "test", device)
-    return split.evaluate(model, device, config.train.eval_batch_size).as_dict()
+    model, tokenizer, preprocess, _, _ = load_checkpoint(checkpoint, device)
+    split = EvalSplit(records, tokenizer, preprocess)
+    if not split.has_ids:
+        log.info("the test split is scored on %s", split.scored_as)
+    return split.report(model, device, config.train.eval_batch_size)
 
 
 def _write(selection: Selection, out: Path) -> None:
@@ -208,6 +271,8 @@ def _write(selection: Selection, out: Path) -> None:
         chosen = _describe(selection.chosen)
         text += "\n\n" + results_table({f"chosen: {chosen}": selection.test},
                                        title="Test split, chosen trial (its best.pt)")
+    elif selection.chosen is not None:
+        text += "\n\nThe data has no test split: the chosen trial is reported on val alone."
     atomic_write_text(out / "selection.md", text + "\n")
     atomic_write_text(out / "selection.json", json.dumps({
         "settings": selection.settings, "trials": [asdict(t) for t in selection.trials],
