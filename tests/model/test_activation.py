@@ -77,3 +77,38 @@ def test_resume_keeps_the_activation(tiny_synth, tmp_path):
     # rebuilt network, which must be the trained one
     again = train(config, run, progress=False, resume=True)
     assert again.test["last"] == first.test["last"]
+
+
+def test_exported_weights_rebuild_the_trained_network(tiny_synth, tmp_path, caplog, capsys):
+    """`cpcl export weights` of a QuickGELU run (OpenAI weights) records the activation and resize: a run started
+    from the file (model.pretrained, as its help offers) builds QuickGELU with the trained weights, and a run
+    that would resize otherwise is told; open_clip reads the file as it is."""
+    import open_clip
+
+    from cpcl.cli import main
+    from cpcl.model.checkpoint import build_model
+
+    archive = write_openai_archive(tmp_path / "ViT-micro.pt", "cpcl-vit-micro")
+    run = tmp_path / "run"
+    train(tiny_config(tiny_synth, f"model.pretrained={archive}", "train.max_steps_per_epoch=1",
+                      "model.resize=bilinear"), run, progress=False)
+    exported = tmp_path / "exported.pt"
+    assert main(["export", "weights", "--checkpoint", str(run / "best.pt"), "--out", str(exported), "--fp32"]) == 0
+    trained = load_checkpoint(run / "best.pt")[0]
+    config = tiny_config(tiny_synth, f"model.pretrained={exported}", "model.resize=bilinear")
+    rebuilt = build_model(config.model).eval()
+    assert uses_quick_gelu(rebuilt.clip)
+    x = torch.randn(2, 3, 64, 32)
+    assert torch.allclose(rebuilt.encode_image(x), trained.encode_image(x), atol=1e-6)
+    # the run from the file records the activation it built, so its checkpoints rebuild it too
+    second = tmp_path / "second"
+    train(tiny_config(tiny_synth, f"model.pretrained={exported}", "train.max_steps_per_epoch=1",
+                      "model.resize=bilinear"), second, progress=False)
+    assert yaml.safe_load((second / "config.yaml").read_text())["model"]["quick_gelu"] is True
+    with caplog.at_level(logging.WARNING, logger="cpcl.model.checkpoint"):
+        build_model(tiny_config(tiny_synth, f"model.pretrained={exported}").model)
+    assert "resized bilinear, and this model resizes bicubic" in caplog.text
+    clip = open_clip.create_model("cpcl-vit-micro", force_image_size=(64, 32), force_quick_gelu=True)
+    open_clip.load_checkpoint(clip, str(exported))  # an open_clip checkpoint: {"state_dict": ...}
+    assert torch.allclose(torch.nn.functional.normalize(clip.eval().encode_image(x), dim=-1),
+                          trained.encode_image(x), atol=1e-6)

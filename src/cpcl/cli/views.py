@@ -109,7 +109,8 @@ def register(sub) -> None:
 def register_export(sub) -> None:
     p = command(sub, "export", "export a checkpoint for other tools and runtimes")
     esub = p.add_subparsers(dest="export_command", required=True, metavar="COMMAND")
-    c = command(esub, "weights", "a checkpoint's CLIP weights as an open_clip state dict (model.pretrained)")
+    c = command(esub, "weights", "a checkpoint's CLIP weights as an open_clip checkpoint that records the activation "
+                                 "and preprocessing (use it as model.pretrained)")
     c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
     c.add_argument("--out", required=True, help="weights file to write")
     c.add_argument("--fp32", action="store_true", help="keep float32 (default: float16, half the size)")

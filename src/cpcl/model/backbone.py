@@ -37,6 +37,8 @@ BUILTIN_WEIGHTS = {
     "synthclip-tiny": ("cpcl-vit-tiny", ASSET_DIR / "synthclip_tiny.pt"),
 }
 _JIT_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+# the key of the record `cpcl export weights` writes beside the state dict: how the network was built
+WEIGHTS_RECORD = "cpcl_weights"
 
 _archs_registered = False
 
@@ -154,15 +156,16 @@ def weights_quick_gelu(arch: str, pretrained: str | None) -> bool | None:
     """Whether the weights ``pretrained`` were trained with QuickGELU.
 
     OpenAI's archive (a file that is a TorchScript archive) and the pretrained tags open_clip marks so
-    (``openai``, ``metaclip_*`` ...) -> True; a cpcl checkpoint -> the activation its config records; random
-    initialisation, ``cpcl:`` weights, other tags and plain state dicts (nothing in them says QuickGELU) ->
-    False. None where the spec names a file that is not on disk, or nothing cpcl can read.
+    (``openai``, ``metaclip_*`` ...) -> True; a cpcl checkpoint, and weights ``cpcl export weights`` wrote ->
+    the activation they record; random initialisation, ``cpcl:`` weights, other tags and plain state dicts
+    (nothing in them says QuickGELU) -> False. None where the spec names a file that is not on disk, or
+    nothing cpcl can read.
     """
     if not pretrained or pretrained.startswith("cpcl:"):
         return False
     candidate = Path(pretrained).expanduser()
     if candidate.is_file():
-        return True if _is_torchscript(candidate) else _checkpoint_quick_gelu(candidate)
+        return _file_quick_gelu(candidate)
     if _names_a_file(pretrained):
         return None
     _register_archs()
@@ -185,18 +188,45 @@ def recorded_quick_gelu(model_cfg: dict) -> tuple[bool, bool]:
     if not pretrained or pretrained.startswith("cpcl:") or not _names_a_file(pretrained):
         return pretrained == "openai", True
     path = Path(pretrained).expanduser()
-    return (path.is_file() and _is_torchscript(path)), path.is_file()
+    return bool(path.is_file() and _file_quick_gelu(path)), path.is_file()
 
 
-def _checkpoint_quick_gelu(path: Path) -> bool | None:
-    """The activation of a cpcl checkpoint used as weights; False for any other state dict."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
+def _file_quick_gelu(path: Path) -> bool | None:
+    """The activation of a weights file: QuickGELU for OpenAI's archive; what a cpcl checkpoint or an export of
+    ``cpcl export weights`` records; GELU for any other state dict; None for a file that is none of these."""
+    if _is_torchscript(path):
+        return True
+    obj = _load_plain(path)
+    if obj is None:
         return None
     if isinstance(obj, dict) and "model" in obj and isinstance(obj.get("config"), dict):
         return recorded_quick_gelu(obj["config"].get("model", {}))[0]
+    if isinstance(obj, dict) and isinstance(obj.get(WEIGHTS_RECORD), dict):
+        return bool(obj[WEIGHTS_RECORD].get("quick_gelu", False))
     return False
+
+
+def weights_record(pretrained: str) -> dict | None:
+    """The record ``cpcl export weights`` keeps beside the weights (arch, image_size, quick_gelu, resize, ...)
+    of the file ``pretrained`` names, or None (a tag, another kind of file, no file)."""
+    if pretrained.startswith("cpcl:") or not _names_a_file(pretrained):
+        return None
+    path = Path(pretrained).expanduser()
+    if not path.is_file() or _is_torchscript(path):
+        return None
+    obj = _load_plain(path)
+    record = obj.get(WEIGHTS_RECORD) if isinstance(obj, dict) else None
+    return record if isinstance(record, dict) else None
+
+
+def _load_plain(path: Path):
+    """A ``torch.save`` file of tensors and plain containers (memory-mapped), or None."""
+    if path.suffix == ".safetensors" or not zipfile.is_zipfile(path):
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
 
 
 def uses_quick_gelu(clip: nn.Module) -> bool:

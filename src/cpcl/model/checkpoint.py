@@ -19,7 +19,14 @@ import torch
 from cpcl.config import Config, ModelConfig, config_from_dict
 from cpcl.errors import CpclError
 from cpcl.io import atomic_write_bytes, claim_output_file
-from cpcl.model.backbone import build_clip, build_tokenizer, recorded_quick_gelu, uses_quick_gelu
+from cpcl.model.backbone import (
+    WEIGHTS_RECORD,
+    build_clip,
+    build_tokenizer,
+    recorded_quick_gelu,
+    uses_quick_gelu,
+    weights_record,
+)
 from cpcl.model.preprocess import Preprocess
 from cpcl.model.retrieval_model import RetrievalModel
 
@@ -70,6 +77,11 @@ def build_model(model: ModelConfig, pretrained: str | None | bool = True) -> Ret
     quick_gelu = model.quick_gelu
     if quick_gelu is None and not weights:
         quick_gelu = recorded_quick_gelu(dataclasses.asdict(model))[0]
+    record = weights_record(weights) if weights else None
+    if record and record.get("resize", model.resize) != model.resize:
+        log.warning("%s was trained with images resized %s, and this model resizes %s (model.resize): set "
+                    "model.resize=%s to preprocess as its training did", weights, record["resize"], model.resize,
+                    record["resize"])
     return RetrievalModel(build_clip(model.arch, model.image_size, weights, quick_gelu=quick_gelu))
 
 
@@ -122,14 +134,20 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu"):
 
 
 def export_clip_weights(checkpoint: str | Path, out: str | Path, half: bool = True, overwrite: bool = False) -> Path:
-    """Write a checkpoint's CLIP weights as a plain open_clip state dict (fp16 by default); an existing
-    ``out`` is replaced only with ``overwrite``."""
+    """Write a checkpoint's CLIP weights as an open_clip checkpoint (fp16 by default): ``{"state_dict": weights,
+    "cpcl_weights": record}``, which ``open_clip.load_checkpoint`` reads as it is, and whose record — the
+    architecture, input size, activation and resize the network was trained with — makes a run started from
+    the file (``model.pretrained``) build the same network (:func:`~cpcl.model.backbone.weights_quick_gelu`).
+    An existing ``out`` is replaced only with ``overwrite``."""
     claim_output_file(out, overwrite=overwrite, holds="a weights file")
     payload = read_checkpoint(checkpoint)
+    model_cfg = checkpoint_config(payload, checkpoint).model
     state = {k.removeprefix("clip."): (v.half() if half and v.is_floating_point() else v)
              for k, v in payload["model"].items()}
+    record = {"arch": model_cfg.arch, "image_size": list(model_cfg.image_size), "quick_gelu": model_cfg.quick_gelu,
+              "resize": model_cfg.resize, "context_length": model_cfg.context_length, "from": str(checkpoint)}
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save({"state_dict": state, WEIGHTS_RECORD: record}, buf)
     atomic_write_bytes(out, buf.getvalue())
     return Path(out)
 
