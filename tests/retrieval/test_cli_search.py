@@ -113,3 +113,49 @@ def test_demo_indexes_its_test_gallery_and_draws_rankings(tiny_synth, tiny_check
     assert (tmp_path / "rankings" / "sheet.png").is_file()
     assert main(["search", str(tmp_path / "index"), "a man in a red jacket", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["results"][0]["hits"]) == 10
+
+
+def test_a_second_folder_beside_the_first_is_added_and_searched(gallery, tiny_checkpoint, tmp_path, capsys):
+    """`index build --images crops1` then `index add --images crops2` (a sibling, no --root at build): the index
+    root moves up to the folder holding both, every earlier path keeps its image, and search finds images of
+    both folders. An add that fails leaves the index as it was."""
+    import numpy as np
+
+    from cpcl.retrieval.index import GalleryIndex
+
+    crops1, crops2, crops3 = tmp_path / "crops1", tmp_path / "later" / "crops2", tmp_path / "bad"
+    for folder, part in ((crops1, gallery[:6]), (crops2, gallery[6:10]), (crops3, gallery[10:11])):
+        (folder / "sub").mkdir(parents=True)
+        for i, p in enumerate(part):
+            shutil.copy(p, folder / ("sub" if i % 2 else "") / p.name)
+    (crops3 / "cut.png").write_bytes(gallery[11].read_bytes()[:100])
+    index = tmp_path / "idx"
+    enc = ["--device", "cpu", "--workers", "0"]
+    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops1), "--out",
+                 str(index), *enc]) == 0
+    before = GalleryIndex.load(index)
+    first = {p: before.embeddings[i].copy() for i, p in enumerate(before.paths)}
+    assert before.root == crops1.resolve() and all(not p.startswith("crops1/") for p in before.paths)
+    capsys.readouterr()
+
+    assert main(["index", "add", str(index), "--images", str(crops3), *enc]) == 2  # an unreadable image
+    assert "cut.png" in capsys.readouterr().err
+    unchanged = GalleryIndex.load(index)
+    assert unchanged.root == crops1.resolve() and unchanged.paths == before.paths
+
+    assert main(["index", "add", str(index), "--images", str(crops2), *enc]) == 0
+    assert "added 4 images (0 already indexed)" in capsys.readouterr().out
+    after = GalleryIndex.load(index)
+    assert after.root == tmp_path.resolve() and len(after) == 10
+    for path, embedding in first.items():  # the same images under their new names
+        item = after.item_of(f"crops1/{path}")
+        assert item is not None and np.array_equal(after.embeddings[item], embedding)
+        assert after.absolute_path(item) == crops1.resolve() / path
+    assert {p.split("/")[0] for p in after.paths} == {"crops1", "later"}
+    assert main(["index", "info", str(index)]) == 0
+    assert f"10 images under {tmp_path.resolve()}" in capsys.readouterr().out
+    own = gallery[7]  # an image of the second folder finds itself
+    from cpcl.retrieval.retriever import load_retriever
+
+    hit = after.search_hits(load_retriever(tiny_checkpoint).encode_images([own]), 1)[0][0]
+    assert after.absolute_path(hit.item) == (crops2 / "sub" / own.name).resolve()

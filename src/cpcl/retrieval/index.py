@@ -198,6 +198,23 @@ class GalleryBase:
             raise GalleryIndexError(f"{path} is outside the index root {self.root}; build a new index for it")
         return path.relative_to(self.root).as_posix()
 
+    def outside(self, image_paths: Sequence[Path]) -> tuple[list[Path], Path]:
+        """The images of ``image_paths`` outside the root, and the nearest folder that holds them and the root."""
+        outside = [Path(p).resolve() for p in image_paths if not Path(p).resolve().is_relative_to(self.root)]
+        return outside, Path(os.path.commonpath([self.root, *(p.parent for p in outside)]))
+
+    def hold(self, image_paths: Sequence[Path]) -> None:
+        """Make room for ``image_paths`` (a folder added later, beside the first): a root they lie outside of is
+        refused here, naming the command that builds an index holding them all; a file index moves its root
+        instead (:meth:`GalleryIndex.hold`)."""
+        outside, common = self.outside(image_paths)
+        if outside:
+            raise GalleryIndexError(
+                f"{outside[0]} is outside the root {self.root} of {self.location}, and a Milvus collection keeps its "
+                f"root (its paths are the rows' keys): build it again over a folder that holds every image, with "
+                f"`cpcl index build --root {common} --images FOLDER_OR_LIST ... --overwrite` (an image list file can "
+                "name images of several folders)")
+
     def item_of(self, relative_path: str) -> int | None:
         """The row of an indexed path, or None: the only way a path maps to a file served from the index."""
         raise NotImplementedError
@@ -309,6 +326,21 @@ class GalleryIndex(GalleryBase):
                 raise GalleryIndexError(f"{files['faiss']}: holds {faiss_index.ntotal} vectors, "
                                         f"the manifest {manifest['count']}")
         return cls(directory, manifest, embeddings, paths, faiss_index)
+
+    def hold(self, image_paths: Sequence[Path]) -> None:
+        """Move the root up to the nearest folder that holds ``image_paths`` as well, where some lie outside it
+        (a second folder of crops beside the first): every stored path gains the old root's place under the
+        new one. Saved with the next :meth:`add`, in the same generation, so an add that fails leaves the index
+        as it was."""
+        outside, common = self.outside(image_paths)
+        if not outside:
+            return
+        prefix = self.root.relative_to(common)
+        log.info("%s: the root moves from %s to %s to hold %s too (stored paths now start with %s/)",
+                 self.location, self.root, common, outside[0].parent, prefix.as_posix())
+        self.paths = [(prefix / p).as_posix() for p in self.paths]
+        self._item_of_path = {p: i for i, p in enumerate(self.paths)}
+        self.manifest["root"] = str(common)
 
     def add(self, embeddings: np.ndarray, image_paths: Sequence[Path]) -> int:
         """Append images not yet indexed (by relative path) and save; returns how many were added."""

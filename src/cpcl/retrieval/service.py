@@ -200,11 +200,13 @@ def add_images(retriever: Retriever, index: GalleryBase, images: str | Path | Se
     indexed).
 
     An incremental index (Milvus) is written ``chunk`` images at a time: an add killed mid-way keeps the
-    chunks it finished, and running it again encodes only the rest. An image file that cannot be read stops
-    the add, naming it (a file index is then unchanged); with ``unreadable`` (a list), such files are left
-    out and appended to it (a later add tries them again)."""
+    chunks it finished, and running it again encodes only the rest. Images outside the index root (another
+    folder) move a file index's root up to the folder that holds both (:meth:`GalleryIndex.hold`). An image
+    file that cannot be read stops the add, naming it (a file index is then unchanged); with ``unreadable``
+    (a list), such files are left out and appended to it (a later add tries them again)."""
     index.check_model(retriever.fingerprint, retriever.checkpoint)
-    _, paths = list_images(images, index.root)
+    _, paths = list_images(images)
+    index.hold(paths)  # a folder beside the first: a file index moves its root up to hold both
     by_relative = {index.relative(p): p for p in paths}
     new = [by_relative[r] for r in index.missing(list(by_relative))]
     step = chunk if index.incremental else max(len(new), 1)
