@@ -108,3 +108,36 @@ def identity_variant(root: Path, out: Path, how: str, splits: tuple[str, ...] = 
     (out / "reid_raw.json").write_text(json.dumps(records))
     return out
 
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A real Milvus 2.3 standalone server on this machine (the ``milvus-server`` extra), started once (~10-40 s)
+    and stopped at the end (SIGTERM, then SIGKILL after a bound). Skipped where it is not installed, unless
+    CPCL_REQUIRE_MILVUS_SERVER is set (CI), where that fails."""
+    from benchmarks.milvus_server import MilvusServer, server_command
+
+    if server_command() is None:
+        if os.environ.get("CPCL_REQUIRE_MILVUS_SERVER"):
+            pytest.fail("CPCL_REQUIRE_MILVUS_SERVER is set, and milvus-server is not installed "
+                        "(pip install 'cpcl[milvus-server]')")
+        pytest.skip("milvus-server is not installed (pip install 'cpcl[milvus-server]')")
+    server = MilvusServer(tmp_path_factory.mktemp("milvus-server"), stop_timeout=10)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["lite", "server"])
+def milvus_uri(request, tmp_path) -> str:
+    """Where a Milvus gallery lives: a Milvus Lite file, or the server (emptied of collections first)."""
+    if request.param == "lite":
+        return str(tmp_path / "gallery.db")
+    from pymilvus import MilvusClient
+
+    uri = request.getfixturevalue("milvus_server").uri
+    client = MilvusClient(uri=uri, timeout=10)
+    for name in client.list_collections():
+        client.drop_collection(name)
+    client.close()
+    return uri

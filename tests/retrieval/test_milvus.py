@@ -1,4 +1,5 @@
-"""The Milvus backend, against Milvus Lite (the real engine, embedded; no mock)."""
+"""The Milvus backend, against Milvus Lite (the real engine, embedded) and a real Milvus 2.3 standalone server
+started on this machine (``milvus_uri``: both; no mock)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ def _search_json(capsys, *args):
     return json.loads(capsys.readouterr().out)["results"]
 
 
-def test_cli_build_info_search_serve_as_the_exact_file_index(gallery, tiny_checkpoint, tmp_path, capsys, caplog):
-    db = str(tmp_path / "gallery.db")
+def test_cli_build_info_search_serve_as_the_exact_file_index(gallery, tiny_checkpoint, tmp_path, capsys, caplog,
+                                                              milvus_uri):
+    db = milvus_uri
     root = str(gallery[0].parents[1])
     files = ["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", root, "--workers", "0"]
     assert main([*files, "--out", str(tmp_path / "idx")]) == 0
@@ -85,8 +87,9 @@ add_images(retriever, index, [Path(p) for p in images], chunk=4)
 
 
 def test_add_is_idempotent_and_an_add_killed_mid_way_completes_without_duplicates(gallery, retriever,
-                                                                                   tiny_checkpoint, tmp_path):
-    db, marker = str(tmp_path / "g.db"), tmp_path / "stalled"
+                                                                                   tiny_checkpoint, tmp_path,
+                                                                                   milvus_uri):
+    db, marker = milvus_uri, tmp_path / "stalled"
     root = gallery[0].parents[1]
     child = subprocess.Popen([sys.executable, "-c", _ADD_THEN_STALL, str(tiny_checkpoint), db, str(marker),
                               str(root), *map(str, gallery)])
@@ -108,12 +111,30 @@ def test_add_is_idempotent_and_an_add_killed_mid_way_completes_without_duplicate
     assert hit.path == gallery[0].relative_to(root).as_posix() and hit.score == pytest.approx(1.0, abs=1e-5)
 
 
-def test_another_model_and_unreachable_or_wrong_uris_are_one_sentence(gallery, retriever, other_checkpoint, tmp_path,
-                                                                      capsys):
+def test_another_model_is_refused_and_a_folder_outside_the_root_names_the_command(gallery, retriever,
+                                                                                   other_checkpoint, tmp_path,
+                                                                                   milvus_uri, capsys):
+    import shutil
+
+    from cpcl.retrieval.index import GalleryIndexError
+
+    crops, later = tmp_path / "crops", tmp_path / "later"
+    for folder, part in ((crops, gallery[:4]), (later, gallery[4:6])):
+        folder.mkdir()
+        for p in part:
+            shutil.copy(p, folder / p.name)
+    index = build_index(retriever, crops, "g", uri=milvus_uri)
+    with pytest.raises(ModelMismatchError, match="Milvus collection g at .* was built with model"):
+        SearchService.open("g", checkpoint=other_checkpoint, uri=milvus_uri)
+    # a collection keeps its root: the way to hold both folders, said exactly, and nothing written
+    with pytest.raises(GalleryIndexError, match=rf"keeps its root .* `cpcl index build --root {tmp_path.resolve()} "):
+        add_images(retriever, index, later)
+    assert len(MilvusGallery.load(milvus_uri, "g")) == 4
+
+
+def test_unreachable_or_wrong_uris_are_one_sentence(gallery, retriever, tmp_path, capsys):
     db = str(tmp_path / "g.db")
     build_index(retriever, gallery[:4], "g", uri=db)
-    with pytest.raises(ModelMismatchError, match="Milvus collection g at .* was built with model"):
-        SearchService.open("g", checkpoint=other_checkpoint, uri=db)
     for args, needle in (
         (["g", "--backend", "milvus", "--uri", "http://127.0.0.1:1"], "cannot reach Milvus at http://127.0.0.1:1"),
         (["nope", "--backend", "milvus", "--uri", db], "has no collection nope (it has: g)"),

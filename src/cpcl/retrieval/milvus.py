@@ -1,8 +1,10 @@
 """A gallery in Milvus: the same index, searched by the same service, stored in a Milvus collection.
 
 ``--backend milvus --uri gallery.db`` is Milvus Lite: an embedded engine in a local file (no server;
-the default for laptops and the tests). ``--uri http://HOST:19530`` is a Milvus server or cluster, for a
-gallery that outgrows one machine: the same code, the same results.
+the default for laptops). ``--uri http://HOST:19530`` is a Milvus server or cluster, for a gallery that
+outgrows one machine: the same code, the same results (the tests run against both: Milvus Lite, and a
+Milvus 2.3 standalone server started on this machine). Collections are read with strong consistency: a
+search sees every row written before it.
 
 A collection holds one row per image — ``path`` (relative to the gallery root; the primary key),
 ``item`` (a stable row number) and ``embedding`` (unit float32 vector) — and, in its properties, the
@@ -24,6 +26,8 @@ from cpcl.retrieval.index import GalleryBase, GalleryIndexError, SearchHit, defa
 
 MANIFEST_KEY = "cpcl.manifest"
 MAX_PATH = 4096
+# a search sees every row written before it (a server's default, "Bounded", may miss the last seconds' rows)
+CONSISTENCY = "Strong"
 # cpcl kind -> (Milvus index type, build parameters for N vectors)
 MILVUS_KINDS = {"exact": ("FLAT", lambda n, nlist: {}),
                 "ivf": ("IVF_FLAT", lambda n, nlist: {"nlist": nlist or default_nlist(n)}),
@@ -113,7 +117,7 @@ class MilvusGallery(GalleryBase):
         index_params.add_index(field_name="embedding", index_type=index_type, metric_type="IP", params=build)
         manifest = {"format": "cpcl-index", "backend": "milvus", "root": str(Path(root).resolve()), "kind": kind,
                     "model": dict(model), "dim": int(dim), "nprobe": int(nprobe), **build}
-        client.create_collection(collection, schema=schema, index_params=index_params,
+        client.create_collection(collection, schema=schema, index_params=index_params, consistency_level=CONSISTENCY,
                                  properties={MANIFEST_KEY: json.dumps(manifest)})
         return cls(client, uri, collection, manifest)
 
@@ -133,7 +137,7 @@ class MilvusGallery(GalleryBase):
         return cls(client, uri, collection, json.loads(properties[MANIFEST_KEY]))
 
     def _row_count(self) -> int:
-        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"])
+        rows = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level=CONSISTENCY)
         return int(rows[0]["count(*)"])
 
     # ------------------------------------------------------------------------------------------ use
@@ -143,16 +147,18 @@ class MilvusGallery(GalleryBase):
         present = set()
         for start in range(0, len(relative_paths), chunk):
             rows = self.client.get(self.collection, ids=list(relative_paths[start:start + chunk]),
-                                   output_fields=["path"])
+                                   output_fields=["path"], consistency_level=CONSISTENCY)
             present |= {r["path"] for r in rows}
         return [p for p in relative_paths if p not in present]
 
     def item_of(self, relative_path: str) -> int | None:
-        rows = self.client.get(self.collection, ids=[relative_path], output_fields=["item"])
+        rows = self.client.get(self.collection, ids=[relative_path], output_fields=["item"],
+                               consistency_level=CONSISTENCY)
         return int(rows[0]["item"]) if rows else None
 
     def path_of(self, item: int) -> str:
-        rows = self.client.query(self.collection, filter=f"item == {int(item)}", output_fields=["path"], limit=1)
+        rows = self.client.query(self.collection, filter=f"item == {int(item)}", output_fields=["path"], limit=1,
+                                 consistency_level=CONSISTENCY)
         if not rows:
             raise GalleryIndexError(f"{self.location} has no item {item}")
         return rows[0]["path"]
@@ -182,7 +188,7 @@ class MilvusGallery(GalleryBase):
             return 0
         # the largest item so far: rows are few per call and items dense, so look at the top of the range
         rows = self.client.query(self.collection, filter=f"item >= {max(0, self._count - 1)}",
-                                 output_fields=["item"])
+                                 output_fields=["item"], consistency_level=CONSISTENCY)
         return max([int(r["item"]) for r in rows], default=self._count - 1) + 1
 
     def search_hits(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> list[list[SearchHit]]:
@@ -197,6 +203,6 @@ class MilvusGallery(GalleryBase):
         if self.kind != "exact":
             params["params"] = {"nprobe": int(nprobe or self.nprobe)}
         found = self.client.search(self.collection, data=list(queries), limit=k, output_fields=["path", "item"],
-                                   search_params=params)
+                                   search_params=params, consistency_level=CONSISTENCY)
         return [[SearchHit(rank, int(hit["entity"]["item"]), hit["entity"]["path"], float(hit["distance"]))
                  for rank, hit in enumerate(row, 1)] for row in found]
