@@ -11,6 +11,7 @@ import pytest
 
 from cpcl.cli import main
 from cpcl.config import ConfigError
+from cpcl.engine.trainer import train
 from cpcl.selection import parse_grid, run_selection
 from tests.conftest import identity_variant, tiny_config
 from tests.engine.test_cpcl import CPCL
@@ -120,3 +121,17 @@ def test_a_test_split_of_pairs_only_is_reported_on_its_pairs(tiny_synth, tmp_pat
                  "--split", "test", "--json", str(tmp_path / "eval.json")]) == 0
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["pair-mAP"] == pytest.approx(test["best-label-free"]["pair-mAP"])
+
+
+def test_held_out_pairs_are_pairs_even_where_the_records_have_identities(tiny_synth, tmp_path):
+    """data.val_pairs_from_train on a JSONL whose records carry person_id: the held-out images' persons may have
+    other images in training, so the held-out records are pairs (no person_id) and best.pt is chosen label-free,
+    the same as without any identity."""
+    runs = {}
+    for name, ids_in in (("with-ids", ("train",)), ("without", ())):
+        data = jsonl_copy(tiny_synth, tmp_path / name, ids_in=ids_in, splits=("train",))
+        config = tiny_config(data, "data.format=jsonl", "data.val_pairs_from_train=8", *SHORT)
+        runs[name] = train(config, tmp_path / f"run-{name}", progress=False)
+    assert runs["with-ids"].select_on == runs["without"].select_on == "label-free"
+    assert runs["with-ids"].best_val is None and runs["with-ids"].label_free == runs["without"].label_free
+    assert _same_weights(tmp_path / "run-with-ids" / "best.pt", tmp_path / "run-without" / "best.pt")

@@ -108,7 +108,9 @@ class Annotations:
         once with a fixed seed (every run sees the same ones); they leave training.
 
         For data without a val split and without identities (a practitioner's own pairs): held-out pairs the
-        model was not trained on, which label-free selection scores on. No identity label is read."""
+        model was not trained on, which label-free selection scores on. No identity label is read: a held-out
+        record loses its ``person_id``, if it had one, since its person may have other images in the training
+        split, and nothing may be chosen on training identities."""
         if num_images == 0:
             return self
         where = self._check_hold_out(key, num_images, "images")
@@ -117,7 +119,7 @@ class Annotations:
             raise ConfigError(f"{where}: the training split of {self.annotation_file} has only {len(train)} "
                               "images; keep some to train on")
         held = set(np.random.default_rng(HOLD_OUT_SEED).choice(train, size=num_images, replace=False).tolist())
-        return replace(self, records=[replace(r, split="val") if i in held else r
+        return replace(self, records=[replace(r, split="val", person_id=None) if i in held else r
                                       for i, r in enumerate(self.records)])
 
     def duplicate_images(self) -> list[Path]:
