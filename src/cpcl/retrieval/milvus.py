@@ -9,8 +9,9 @@ search sees every row written before it.
 A collection holds one row per image — ``path`` (relative to the gallery root; the primary key),
 ``item`` (a stable row number) and ``embedding`` (unit float32 vector) — and, in its properties, the
 manifest every cpcl index has: the root, the kind and the model that made the embeddings (fingerprint,
-checkpoint, arch), which search checks as for a file index. Rows are written with ``upsert`` in chunks:
-an ``add`` killed mid-way keeps what it wrote, and running it again adds the rest, never a duplicate.
+checkpoint, arch), which search checks as for a file index. Rows are written with ``upsert`` in chunks (each
+flushed to Milvus Lite's file; a server's write-ahead log keeps every acknowledged chunk): an ``add`` killed
+mid-way keeps what it wrote, and running it again adds the rest, never a duplicate.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class _LiteUnimplemented(logging.Filter):
 _LITE_FILTER = _LiteUnimplemented()
 
 
+def _is_remote(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+
 def connect(uri: str):
     """A client for ``uri`` (a local ``.db`` file: Milvus Lite; ``http(s)://``: a server), or a one-sentence error."""
     try:
@@ -53,8 +58,7 @@ def connect(uri: str):
     except ImportError:
         raise GalleryIndexError("the Milvus backend needs pymilvus (and milvus-lite for a local file): "
                                 "pip install 'cpcl[milvus]'") from None
-    remote = uri.startswith(("http://", "https://", "tcp://", "unix:"))
-    if not remote:
+    if not _is_remote(uri):
         path = Path(uri)
         if path.suffix != ".db":
             raise GalleryIndexError(f"--uri {uri}: a Milvus Lite gallery is a file ending in .db (e.g. gallery.db), "
@@ -86,6 +90,11 @@ class MilvusGallery(GalleryBase):
     @property
     def location(self) -> str:
         return f"Milvus collection {self.collection} at {self.uri}"
+
+    @property
+    def remote(self) -> bool:
+        """A Milvus server (an address), rather than Milvus Lite (a local file)."""
+        return _is_remote(self.uri)
 
     def __len__(self) -> int:
         return self._count
@@ -179,8 +188,9 @@ class MilvusGallery(GalleryBase):
                 next_item += 1
         if rows:
             self.client.upsert(self.collection, rows)
-            self.client.flush(self.collection)
-            self._count = self._row_count()
+            if not self.remote:  # a server's write-ahead log keeps what it acknowledged; a flush there seals a
+                self.client.flush(self.collection)  # segment (~5 s): once a chunk would make many small ones
+            self._count += len(rows)  # every row was missing: the acknowledged write added them all
         return len(rows)
 
     def _next_item(self) -> int:
