@@ -1,10 +1,13 @@
-"""The Milvus backend next to the FAISS files: build, search latency and recall at 100k (and 1M) images.
+"""The Milvus backend next to the FAISS files: build, search latency and recall at 100k and 1M images.
 
 The gallery is the one of ``search_latency.py`` (clustered 512-d unit vectors, seed 0; queries near random
-centres). For each size and kind, the same vectors go into a Milvus Lite collection through
-``MilvusGallery.add`` (as `cpcl index build --backend milvus` writes them, in chunks) and into the file
-index (``GalleryIndex.create``); then 200 queries are answered one at a time (top-10, the embedding given:
-the query encoder is measured by ``query_encoder.py``). Recall@10 is against exact search.
+centres). For each size and kind, the same vectors go into the file index (``GalleryIndex.create``) and into
+a Milvus collection through ``MilvusGallery.add`` (as `cpcl index build --backend milvus` writes them, in
+chunks): Milvus Lite (``lite``, a local file) and a Milvus 2.3 standalone server (``server``: started here
+with the ``milvus-server`` extra, on this machine, or the one at ``--server-uri``). Build time runs from the
+first write until the collection is loaded for search. Then 200 queries are answered one at a time (top-10,
+the embedding given: the query encoder is measured by ``query_encoder.py``). Recall@10 is against exact
+search.
 
 On the demo (``--demo-index``, the demo's exact file index of its test gallery): the same gallery built
 into Milvus Lite by ``build_index(..., uri=...)`` with the checkpoint that built the file index, every test
@@ -12,8 +15,10 @@ caption searched in both, and recall@10 of Milvus' top-10 against the files' (an
 is the same).
 
     python benchmarks/milvus_search.py --sizes 100000
+    python benchmarks/milvus_search.py --sizes 100000 1000000 --backends files server --demo-index '' \
+        --name milvus_server
 
-writes benchmarks/results/milvus_search.{json,md}.
+write benchmarks/results/milvus_search.{json,md} and milvus_server.{json,md}.
 """
 
 from __future__ import annotations
@@ -45,7 +50,11 @@ def _timed_search(index, queries: np.ndarray, nprobe: int | None) -> tuple[dict,
     return _percentiles(latencies), np.array(found)
 
 
-def measure(n: int, kinds: list[str], nprobes: list[int], queries: int, chunk: int) -> list[dict]:
+BACKEND_NAMES = {"files": "FAISS files", "lite": "Milvus Lite", "server": "Milvus server"}
+
+
+def measure(n: int, kinds: list[str], nprobes: list[int], queries: int, chunk: int, backends: list[str],
+            server_uri: str = "") -> list[dict]:
     gallery, query_vectors = _gallery(n, 512)
     query_vectors = query_vectors[:queries]
     exact = exact_top_k(np.asfortranarray(gallery), query_vectors, 10)[1]
@@ -54,13 +63,14 @@ def measure(n: int, kinds: list[str], nprobes: list[int], queries: int, chunk: i
         root = Path(tmp) / "g"
         paths = [root / f"{i:07d}.png" for i in range(n)]  # names only: nothing is read
         for kind in kinds:
-            for backend in ("files", "milvus"):
+            for backend in backends:
                 t0 = time.perf_counter()
                 if backend == "files":
                     index = GalleryIndex.create(Path(tmp) / kind, root, gallery, paths, MODEL, kind=kind)
                 else:
-                    index = MilvusGallery.create(str(Path(tmp) / f"{kind}.db"), "bench", root, MODEL, 512,
-                                                 kind=kind, expected=n)
+                    uri = server_uri if backend == "server" else str(Path(tmp) / f"{kind}.db")
+                    index = MilvusGallery.create(uri, "bench", root, MODEL, 512, kind=kind, expected=n,
+                                                 overwrite=True)
                     for start in range(0, n, chunk):
                         index.add(gallery[start:start + chunk], paths[start:start + chunk])
                     index = MilvusGallery.load(index.uri, "bench")  # as a search process opens it
@@ -71,6 +81,8 @@ def measure(n: int, kinds: list[str], nprobes: list[int], queries: int, chunk: i
                     rows.append({"size": n, "backend": backend, "kind": kind, "nprobe": nprobe, "build_s": build_s,
                                  "search": latency, "recall_at_10_vs_exact": recall})
                     print(json.dumps(rows[-1]), flush=True)
+                if backend != "files":
+                    index.client.drop_collection("bench")
                 del index
     return rows
 
@@ -102,15 +114,28 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--chunk", type=int, default=2048, help="rows per add (the CLI's chunk)")
+    parser.add_argument("--backends", nargs="+", default=["files", "lite"], choices=list(BACKEND_NAMES))
+    parser.add_argument("--server-uri", default="", help="a running Milvus server (default: start one here)")
     parser.add_argument("--demo-index", default="runs/demo/index", help="the demo's file index ('' to skip)")
     parser.add_argument("--annotations", default="data/synthpedes-demo/reid_raw.json")
     parser.add_argument("--name", default="milvus_search", help="results file stem")
     args = parser.parse_args()
     demo = measure_demo(Path(args.demo_index), Path(args.annotations)) if args.demo_index else None
-    rows = [r for n in args.sizes for r in measure(n, args.kinds, args.nprobe, args.queries, args.chunk)]
+    server, server_uri = None, args.server_uri
+    if "server" in args.backends and not server_uri:
+        from milvus_server import MilvusServer
+
+        server = MilvusServer(Path(tempfile.mkdtemp(prefix="milvus-server-")))
+        server_uri = server.start()
+    try:
+        rows = [r for n in args.sizes
+                for r in measure(n, args.kinds, args.nprobe, args.queries, args.chunk, args.backends, server_uri)]
+    finally:
+        if server is not None:
+            server.stop()
     table = markdown_table(
         ["gallery", "backend", "kind", "build (s)", "search p50 / p99", "recall@10 vs exact"],
-        [[f"{r['size']:,}", "Milvus Lite" if r["backend"] == "milvus" else "FAISS files",
+        [[f"{r['size']:,}", BACKEND_NAMES[r["backend"]],
           r["kind"] + (f" (nprobe {r['nprobe']})" if r["nprobe"] else ""), f"{r['build_s']:.1f}",
           f"{r['search']['p50_ms']:.2f} / {r['search']['p99_ms']:.2f} ms", f"{r['recall_at_10_vs_exact']:.3f}"]
          for r in rows])
@@ -119,7 +144,8 @@ def main() -> None:
         f"recall@10 of Milvus Lite against the file index {demo['recall_at_10_vs_files']:.3f}, the same top-10 "
         f"order for {100 * demo['same_order']:.1f} % of the queries.\n\n")
     write_results(args.name, {"command": command(), "machine": machine(), "demo": demo, "rows": rows},
-                  f"# Milvus Lite and the FAISS files\n\n`{command()}` on {machine()}.\n\n{demo_line}"
+                  f"# {' and '.join(BACKEND_NAMES[b] for b in args.backends)}\n\n`{command()}` on {machine()}."
+                  f"\n\n{demo_line}"
                   f"{args.queries} queries one at a time, top-10, 512-d clustered unit vectors:\n\n{table}\n")
 
 
