@@ -121,6 +121,12 @@ def test_a_test_split_of_pairs_only_is_reported_on_its_pairs(tiny_synth, tmp_pat
                  "--split", "test", "--json", str(tmp_path / "eval.json")]) == 0
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["pair-mAP"] == pytest.approx(test["best-label-free"]["pair-mAP"])
+    capsys.readouterr()
+    # the ranking sheet frames each caption's own image as its right match
+    assert main(["visualize", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--format", "jsonl", "--root",
+                 str(data), "--split", "test", "--out", str(tmp_path / "rankings"), "--queries", "3"]) == 0
+    assert "green = the caption's own image (no person_id)" in capsys.readouterr().out
+    assert (tmp_path / "rankings" / "sheet.png").is_file()
 
 
 def test_held_out_pairs_are_pairs_even_where_the_records_have_identities(tiny_synth, tmp_path):

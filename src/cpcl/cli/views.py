@@ -25,7 +25,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
                                     val_ids_from_train=args.val_ids_from_train)
     print(f"{summary['queries']} queries of the {args.split} split ({summary['captions']} captions, "
           f"{summary['images']} images): rank 1 correct for {summary['rank1_correct']}; "
-          "green = same person, red = another person")
+          f"green = {summary['correct_means']}, red = any other")
     print(f"wrote {args.out}/query_*.png and {summary['sheet']}")
     return 0
 

@@ -1,5 +1,6 @@
 """Top-k ranking sheets for an evaluation split: each query caption with its best gallery images,
-correct matches (same person id) framed green, wrong ones red."""
+correct matches (same person id; in a split of pairs without identities, the caption's own image) framed
+green, the others red."""
 
 from __future__ import annotations
 
@@ -50,11 +51,14 @@ def write_ranking_figures(checkpoint: str | Path, data_format: str, root: str | 
                   instead="choose another --out")
     similarity = data.similarity(model, device, batch_size, progress=progress)
     chosen = pick_queries(len(data.captions), queries, seed)
-    rows = ranking_rows(similarity, data.captions, data.images.store.paths, data.query_ids, data.gallery_ids,
-                        chosen, k=k)
+    # without identities the one right match of a caption is its own image: its column is its "person"
+    query_ids, gallery_ids = ((data.query_ids, data.gallery_ids) if data.has_ids else
+                              (data.caption_to_image, torch.arange(len(data.images))))
+    rows = ranking_rows(similarity, data.captions, data.images.store.paths, query_ids, gallery_ids, chosen, k=k)
     out = Path(out)
     for q, row, _ in rows:
         save_png(row, out / f"query_{q:05d}.png")
     sheet = save_png(stack([row for _, row, _ in rows]), out / "sheet.png")
     return {"queries": len(rows), "rank1_correct": sum(c for _, _, c in rows), "captions": len(data.captions),
-            "images": len(data.gallery_ids), "sheet": sheet}
+            "images": len(data.images), "sheet": sheet,
+            "correct_means": "same person" if data.has_ids else "the caption's own image (no person_id)"}
