@@ -27,7 +27,8 @@ from cpcl.retrieval.index import GalleryBase, GalleryIndexError, SearchHit, defa
 
 MANIFEST_KEY = "cpcl.manifest"
 MAX_PATH = 4096
-# a search sees every row written before it (a server's default, "Bounded", may miss the last seconds' rows)
+# reads that must see every row written before them (counts, the rows an add skips); a server's default,
+# "Bounded", may miss the last seconds' rows. Searches read strongly only after their own writes: see MilvusGallery
 CONSISTENCY = "Strong"
 # cpcl kind -> (Milvus index type, build parameters for N vectors)
 MILVUS_KINDS = {"exact": ("FLAT", lambda n, nlist: {}),
@@ -85,7 +86,11 @@ class MilvusGallery(GalleryBase):
         self.collection = collection
         self.manifest = manifest
         self.nprobe = int(manifest.get("nprobe", 16))
+        # a strong read when the gallery is opened: every row written before is visible from then on (a query
+        # node's safe time only moves forward), so searches need not wait for the next time tick (~200 ms on a
+        # server) each time — unless this gallery writes rows itself (add), after which they read strongly
         self._count = self._row_count()
+        self._wrote = False
 
     @property
     def location(self) -> str:
@@ -191,6 +196,7 @@ class MilvusGallery(GalleryBase):
             if not self.remote:  # a server's write-ahead log keeps what it acknowledged; a flush there seals a
                 self.client.flush(self.collection)  # segment (~5 s): once a chunk would make many small ones
             self._count += len(rows)  # every row was missing: the acknowledged write added them all
+            self._wrote = True
         return len(rows)
 
     def _next_item(self) -> int:
@@ -213,6 +219,7 @@ class MilvusGallery(GalleryBase):
         if self.kind != "exact":
             params["params"] = {"nprobe": int(nprobe or self.nprobe)}
         found = self.client.search(self.collection, data=list(queries), limit=k, output_fields=["path", "item"],
-                                   search_params=params, consistency_level=CONSISTENCY)
+                                   search_params=params,
+                                   consistency_level=CONSISTENCY if self._wrote else "Bounded")
         return [[SearchHit(rank, int(hit["entity"]["item"]), hit["entity"]["path"], float(hit["distance"]))
                  for rank, hit in enumerate(row, 1)] for row in found]
