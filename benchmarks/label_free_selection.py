@@ -14,7 +14,11 @@ any choice — test R1 of the epoch's model. Reported per regime and budget:
   counted where their test gap exceeds 1 R1, and its regret against the choice val identities make;
 - with ``--grid KEY=V1,V2,...``: a sweep of more trials — ITC, shipped CPCL and CPCL with each grid value —
   chosen by each candidate that scores every trial (Kendall τ over the trials of their best candidate score with
-  their best-on-val test R1, and the regret of the label-free trial against the trial val identities choose).
+  their best-on-val test R1, and the regret of the label-free trial against the trial val identities choose);
+- run pairs (``pairwise``): within each regime and budget, every two runs (configs, grid values and seeds alike)
+  ordered by each candidate's best score, against the order of the test R1 of their best-on-val checkpoints (a
+  quality no candidate chooses), as the share ordered right among pairs whose test gap is 1-2, 2-4 and > 4 R1,
+  and Kendall τ over the runs. Candidates are every score the runs record and ``COMBINATIONS`` of them.
 
     python benchmarks/label_free_selection.py --regimes default cctv sparse lookalike cameras uniforms --epochs 5
     python benchmarks/label_free_selection.py --regimes default cctv sparse lookalike cameras uniforms --epochs 10 \
@@ -41,6 +45,46 @@ from cpcl.config import load_config, resolve_config_path
 from cpcl.evaluation.label_free import SCORES as CANDIDATES
 
 CONFIGS = {"synthpedes_itc": "ITC", "synthpedes_cpcl": "CPCL"}
+# candidates made of recorded scores (each on a x100 scale): measured here before any is offered as a setting
+COMBINATIONS = {"pair-mAP+nbr-agree": ("pair-mAP", "nbr-agree"), "pair-mAP+nbr-pairs": ("pair-mAP", "nbr-pairs")}
+GAPS = ((1.0, 2.0), (2.0, 4.0), (4.0, float("inf")))  # test R1 gaps of run pairs, by bucket (low exclusive)
+
+
+def candidate_value(row: dict, name: str) -> float | None:
+    """A recorded label-free score of an epoch's row, or the sum of a combination's (None where one is missing)."""
+    parts = COMBINATIONS.get(name, (name,))
+    values = [row["label_free"].get(part) for part in parts]
+    return None if any(v is None for v in values) else float(sum(values))
+
+
+def pairwise(runs: dict, groups: list[tuple[str, int]], names: list[str]) -> dict:
+    """For each candidate: the share of run pairs (within a regime and budget) ordered right by the runs' best
+    candidate score, by test-gap bucket, and the mean Kendall τ over each group's runs."""
+    out = {}
+    for name in names:
+        right = {gap: 0 for gap in GAPS}
+        counted = {gap: 0 for gap in GAPS}
+        taus = []
+        for regime, epochs in groups:
+            scored = []
+            for key, rows in runs.items():
+                if key[0] != regime or key[3] != epochs:
+                    continue
+                best = _argmax(rows, lambda r, n=name: candidate_value(r, n))
+                if best is not None:
+                    scored.append((candidate_value(best, name), _argmax(rows, lambda r: r["val"])["test_rank1"]))
+            if len(scored) >= 3:
+                taus.append(kendalltau([a for a, _ in scored], [b for _, b in scored]).statistic)
+            for i, (score_a, test_a) in enumerate(scored):
+                for score_b, test_b in scored[i + 1:]:
+                    gap = abs(test_a - test_b)
+                    for low, high in GAPS:
+                        if low < gap <= high:
+                            counted[(low, high)] += 1
+                            right[(low, high)] += (score_a - score_b) * (test_a - test_b) > 0
+        out[name] = {"tau_runs": _mean(taus), **{f"right_{low:g}_{high:g}": (right[(low, high)], counted[(low, high)])
+                                                 for low, high in GAPS}}
+    return out
 
 
 def trial_config(trial: str) -> tuple[str, list[str]]:
@@ -179,7 +223,24 @@ def _fmt(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def report(analyses: list[dict], sweeps: list[dict], args: argparse.Namespace) -> str:
+def pairwise_report(pairs: dict) -> list[str]:
+    def share(cell) -> str:
+        right, counted = cell
+        return f"{100 * right / counted:.0f} % ({right}/{counted})" if counted else "–"
+
+    rows = []
+    for name, c in pairs.items():
+        cells = [c[f"right_{low:g}_{high:g}"] for low, high in GAPS]
+        total = (sum(r for r, _ in cells), sum(n for _, n in cells))
+        rows.append([name, *map(share, cells), share(total), _fmt(c["tau_runs"])])
+    header = ["candidate", "gap 1-2 R1", "gap 2-4 R1", "gap > 4 R1", "every gap > 1", "τ over runs"]
+    return ["", "## Run pairs ordered right, by test gap", "",
+            "Within each regime and budget, every two runs (configs, grid values, seeds); a run's score is its best "
+            "candidate score, its quality the test R1 of its best-on-val checkpoint.", "",
+            markdown_table(header, rows, "lrrrrr")]
+
+
+def report(analyses: list[dict], sweeps: list[dict], args: argparse.Namespace, pairs: dict | None = None) -> str:
     rows = []
     for a in analyses:
         for name, c in a["candidates"].items():
@@ -195,7 +256,7 @@ def report(analyses: list[dict], sweeps: list[dict], args: argparse.Namespace) -
         f"Seeds {' '.join(map(str, args.seeds))}; ITC and CPCL with the shipped settings. τ: Kendall's, over each "
         "run's epochs, mean over runs. Regrets: test R1 of the identity-based choice minus test R1 of the "
         "label-free one (mean; worst for checkpoints). Test R1 per epoch is recorded for this table only.", "",
-        markdown_table(header, rows, "lrlrrrrrrl"), *sweep_report(sweeps)])
+        markdown_table(header, rows, "lrlrrrrrrl"), *sweep_report(sweeps), *pairwise_report(pairs or {})])
 
 
 def sweep_report(sweeps: list[dict]) -> list[str]:
@@ -236,9 +297,11 @@ def main() -> None:
             analyses.append(analyse(runs, regime, epochs, args.seeds))
             if grid:
                 sweeps.append(sweep(runs, regime, epochs, args.seeds, [*CONFIGS, *grid]))
+    pairs = pairwise(runs, [(r, e) for r in args.regimes for e in args.epochs], [*CANDIDATES, *COMBINATIONS])
     write_results(args.name, {"command": command(), "machine": machine(), "analyses": analyses,
-                              "sweeps": sweeps, "runs": {"|".join(map(str, k)): v for k, v in runs.items()}},
-                  report(analyses, sweeps, args))
+                              "sweeps": sweeps, "pairwise": pairs,
+                              "runs": {"|".join(map(str, k)): v for k, v in runs.items()}},
+                  report(analyses, sweeps, args, pairs))
 
 
 if __name__ == "__main__":

@@ -212,3 +212,47 @@ def test_back_off_counted_label_free(tiny_synth, tmp_path, monkeypatch):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()][1:]
     assert rows[3]["backed_off"] == {"restored_epoch": 2, "stale_epochs": 2}
     assert result.best_epoch == 5 and result.label_free["score"] == 40.0
+
+
+def _naive_neighbourhood_scores(text: np.ndarray, image: np.ndarray, own: np.ndarray, k: int) -> dict[str, float]:
+    """The neighbourhood scores as their definitions read, one caption at a time, with Python sets."""
+    def nearest(query, keys, count, skip=()):
+        order = [j for j in np.argsort(-(keys @ query), kind="stable") if j not in skip]
+        return order[:count]
+
+    agree, agree_kr, pairs = [], [], []
+    for q in range(len(text)):
+        i = own[q]
+        top_images = set(nearest(text[q], image, k))
+        around = nearest(image[i], image, k + 1)  # itself included
+        agree.append(len(top_images & set(around[:k])) / k)
+        mutual = {j for j in around if i in nearest(image[j], image, k + 1)}
+        agree_kr.append(len(top_images & mutual) / len(mutual))
+        same_image = {c for c in range(len(text)) if own[c] == i}
+        via_captions = [own[c] for c in nearest(text[q], text, k, skip=same_image)]
+        other_images = set(nearest(image[i], image, k, skip={i}))
+        pairs.append(np.mean([m in other_images for m in via_captions]))
+    return {"nbr-agree": 100 * np.mean(agree), "nbr-agree-kr": 100 * np.mean(agree_kr),
+            "nbr-pairs": 100 * np.mean(pairs)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_neighbourhood_scores_against_their_definitions(seed):
+    from cpcl.evaluation.label_free import neighbourhood_scores
+
+    rng = np.random.default_rng(seed)
+    people = rng.standard_normal((6, 16))  # images and captions of a person lie near its centre
+    person_of_image = rng.integers(0, 6, size=25)
+    image = people[person_of_image] + 0.6 * rng.standard_normal((25, 16))
+    own = np.repeat(np.arange(25), rng.integers(1, 4, size=25))
+    text = people[person_of_image[own]] + 0.8 * rng.standard_normal((len(own), 16))
+    image, text = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (image, text))
+    got = neighbourhood_scores(torch.from_numpy(text).float(), torch.from_numpy(image).float(),
+                               torch.from_numpy(own), k=5)
+    expected = _naive_neighbourhood_scores(text.astype(np.float32), image.astype(np.float32), own, 5)
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-4), name  # float32 means on a x100 scale
+    # a model that puts every image of a person and its captions at one point agrees fully
+    tight = people[person_of_image] / np.linalg.norm(people[person_of_image], axis=1, keepdims=True)
+    assert neighbourhood_scores(torch.from_numpy(tight[own]).float(), torch.from_numpy(tight).float(),
+                                torch.from_numpy(own), k=1)["nbr-agree"] == pytest.approx(100.0)

@@ -43,7 +43,7 @@ from cpcl.engine.state import RunState, gather_rng_states, read_resume_state
 from cpcl.engine.steps import forward_backward
 from cpcl.engine.tensorboard import TensorBoardLog, require_tensorboard
 from cpcl.evaluation.evaluate import EvalSplit
-from cpcl.evaluation.label_free import cluster_scores, pair_scores
+from cpcl.evaluation.label_free import cluster_scores, neighbourhood_scores, pair_scores
 from cpcl.evaluation.metrics import chance_metrics
 from cpcl.io import atomic_write_text
 from cpcl.model.checkpoint import (
@@ -330,10 +330,13 @@ def train_one_epoch(model, loader: DataLoader, state: RunState, cfg: TrainConfig
 def validate(model, val: EvalSplit, device: torch.device, batch_size: int, temperature: float,
              pseudo: dict[str, Any] | None = None) -> tuple[dict[str, Any] | None, dict[str, float]]:
     """One encoding of the val split -> ``(identity metrics or None without val identities, label-free
-    scores)``: the pair scores of its held-out pairs, and the label-free signs of the epoch's ``pseudo`` labels."""
-    similarity = val.similarity(model, device, batch_size)
+    scores)``: the pair and neighbourhood scores of its held-out pairs, and the label-free signs of the epoch's
+    ``pseudo`` labels."""
+    queries, gallery = val.features(model, device, batch_size)
+    similarity = queries @ gallery.t()
     metrics = val.metrics(similarity).as_dict() if val.has_ids else None
-    return metrics, {**pair_scores(similarity, val.caption_to_image, temperature), **cluster_scores(pseudo)}
+    return metrics, {**pair_scores(similarity, val.caption_to_image, temperature),
+                     **neighbourhood_scores(queries, gallery, val.caption_to_image), **cluster_scores(pseudo)}
 
 
 def best_file(criterion: str, select_on: str | None) -> str:

@@ -38,12 +38,18 @@ class EvalSplit:
         self.images = ImageSet(paths, build_eval_transform(preprocess), ImageStore(paths, cache=cache_images))
         self.tokens = tokenize_all(tokenizer, self.captions)
 
+    def features(self, model: RetrievalModel, device: torch.device, batch_size: int = 256,
+                 progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(queries (num_captions, D), gallery (num_images, D))`` unit features, on ``device``."""
+        gallery = encode_images(model, self.images, device, batch_size, progress=progress)
+        queries = encode_texts(model, self.tokens, device, batch_size, progress=progress)
+        return queries.to(device), gallery.to(device)
+
     def similarity(self, model: RetrievalModel, device: torch.device, batch_size: int = 256,
                    progress: bool = False) -> torch.Tensor:
         """``(num_captions, num_images)`` cosine similarities, on ``device`` (the metrics run where they are)."""
-        gallery = encode_images(model, self.images, device, batch_size, progress=progress)
-        queries = encode_texts(model, self.tokens, device, batch_size, progress=progress)
-        return queries.to(device) @ gallery.to(device).t()
+        queries, gallery = self.features(model, device, batch_size, progress)
+        return queries @ gallery.t()
 
     def metrics(self, similarity: torch.Tensor) -> RetrievalMetrics:
         """Identity-level retrieval metrics of a :meth:`similarity` matrix."""
