@@ -73,6 +73,11 @@ class MilvusServer:
             if self.process.poll() is not None:
                 raise MilvusServerError(f"milvus-server exited with status {self.process.returncode} before it "
                                         f"answered; its logs are in {self.data_dir}")
+            crashed = self._crash()
+            if crashed:  # the launcher outlives the server binary: stop it and say why
+                self.stop()
+                raise MilvusServerError(f"the Milvus server failed to start ({crashed}); its logs are in "
+                                        f"{self.data_dir}")
             uri = self._uri()
             if uri and self._answers(uri):
                 self.uri = uri
@@ -81,6 +86,21 @@ class MilvusServer:
         self.stop()
         raise MilvusServerError(f"milvus-server did not answer within {self.start_timeout:.0f} s; its logs are in "
                                 f"{self.data_dir}")
+
+    def _crash(self) -> str:
+        """Why the server binary died, once it has (a Go panic in its stderr): its first error line, or ""."""
+        logs = self.data_dir / "logs"
+        try:
+            if "panic:" not in (logs / "milvus-stderr.log").read_text(errors="replace"):
+                return ""
+            errors = [line for line in (logs / "milvus-stdout.log").read_text(errors="replace").splitlines()
+                      if "[ERROR]" in line]
+        except OSError:
+            return ""
+        first = errors[0] if errors else "a panic"
+        if "address already in use" in first:  # Milvus 2.3's embedded etcd always takes 127.0.0.1:2380
+            return f"{first[:300]} — another Milvus server on this machine holds that port"
+        return first[:300]
 
     def _uri(self) -> str:
         """The proxy's address as the launcher resolved it, once it has written its config."""
