@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,3 +60,61 @@ def test_itc_two_captions_of_one_image_are_both_positives():
                   - (targets * F.log_softmax(logits.t(), 1)).sum(1).mean())
     assert torch.allclose(itc_loss(v, t, 0.02, same_image), want)
     assert not torch.allclose(itc_loss(v, t, 0.02), want)
+
+
+class _Pairs(torch.nn.Module):
+    """A model of one weight: image and text features from it, so a gradient can be made infinite."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.eye(4))
+
+    def forward(self, images, tokens):
+        return F.normalize(images @ self.weight, dim=-1), F.normalize(tokens.float() @ self.weight, dim=-1)
+
+
+class _ItcObjective:
+    def __init__(self, overflow_at: set[int]):
+        self.calls, self.overflow_at = 0, overflow_at
+
+    def batch(self, index, image_index):
+        return None
+
+    def __call__(self, v, t, batch):
+        self.calls += 1
+        loss = itc_loss(v, t, 0.1)
+        if self.calls in self.overflow_at:  # an fp16 overflow: the scaled gradient is not finite
+            loss = loss * torch.tensor(float("inf"))
+        return loss, {"itc": loss.detach()}
+
+    def after_step(self, v, t, batch):
+        pass
+
+
+def test_a_step_skipped_for_overflow_keeps_the_schedule_on_its_epochs():
+    """fp16: the step that the loss scaler skips still takes its place in the schedule, so with ``per-epoch`` every
+    epoch runs at its own rate from its first step (a skipped step once left the schedule a step behind, and the
+    next epoch's first step at the previous epoch's rate)."""
+    from cpcl.config import TrainConfig
+    from cpcl.engine.distributed import DistInfo
+    from cpcl.engine.state import RunState
+    from cpcl.engine.trainer import train_one_epoch
+
+    steps = 4
+    cfg = OptimConfig(lr=1.0, warmup_epochs=0, schedule="per-epoch")
+    model = _Pairs()
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, epochs=3, steps_per_epoch=steps)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4)
+    state = RunState(model, optimizer, scheduler, scaler, _ItcObjective(overflow_at={2}))
+    loader = [{"image": torch.randn(3, 4), "tokens": torch.randn(3, 4), "index": torch.arange(3),
+               "image_index": torch.arange(3)} for _ in range(steps)]
+    seen_lr = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen_lr.append(opt.param_groups[0]["lr"]))
+    train_cfg = TrainConfig(epochs=3, batch_size=3)
+    for epoch in (1, 2, 3):
+        train_one_epoch(model, loader, state, train_cfg, epoch, torch.device("cpu"), DistInfo(), progress=False)
+    factor = [cfg.min_lr_factor + (1 - cfg.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)]
+    # the skipped step (the second) makes no optimiser step; every step taken runs at its epoch's rate
+    assert seen_lr == pytest.approx([factor[0]] * 3 + [factor[1]] * 4 + [factor[2]] * 4)
+    assert scheduler.last_epoch == 3 * steps

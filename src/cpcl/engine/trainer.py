@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -305,10 +306,12 @@ def train_one_epoch(model, loader: DataLoader, state: RunState, cfg: TrainConfig
         state.optimizer.zero_grad(set_to_none=True)
         loss, terms, v, t = forward_backward(model, images, tokens, lambda v, t, b=batch: objective(v, t, b),
                                              cfg.accumulate, cfg.precision, scaler)
-        scale = scaler.get_scale()
         scaler.step(state.optimizer)
         scaler.update()
-        if scaler.get_scale() >= scale:  # fp16: a step skipped for overflow does not advance the schedule
+        # the schedule is a function of the step's place in the run: a step the fp16 scaler skipped for overflow
+        # advances it too, so that every epoch starts at its own rate (``optim.schedule: per-epoch``)
+        with warnings.catch_warnings():  # PyTorch's "scheduler stepped before the optimiser" for a first skip
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
             state.scheduler.step()
         compute_time += time.perf_counter() - t_step
         objective.after_step(v, t, batch)
