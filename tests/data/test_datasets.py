@@ -68,3 +68,17 @@ def test_image_cache_holds_across_epochs_with_workers(tiny_synth, tmp_path):
     model = build_model(config.model, pretrained=False)
     features = encode_images(model, train_data.extract_set, torch.device("cpu"), 32, num_workers=2)
     assert features.shape[0] == len(train_data.train_set.images)
+
+
+def test_filling_the_image_cache_draws_nothing_from_the_global_generator(tiny_synth):
+    """``data.num_workers`` > 0 fills the cache before the model is built: a draw from the global generator there
+    would change a ``pretrained: null`` initialisation with the number of workers."""
+    from cpcl.data.datasets import ImageStore
+
+    records = load_annotations("cuhk-pedes", tiny_synth).split("train")
+    store = ImageStore([r.image_path for r in records[:6]], cache=True)
+    torch.manual_seed(3)
+    before = torch.get_rng_state()
+    store.fill(num_workers=1)
+    assert store.get(0) is not None
+    assert torch.equal(torch.get_rng_state(), before)

@@ -54,8 +54,10 @@ class ImageStore:
         todo = [i for i, arr in enumerate(self._cache) if arr is None]
         if not todo:
             return
+        # a generator of its own: the loader draws its workers' seed from one, and the global one would change
+        # a randomly initialised model built after the cache (its state with workers unlike without)
         loader = DataLoader(_Decode(self.paths, todo), batch_size=64, num_workers=num_workers,
-                            collate_fn=_as_list)
+                            collate_fn=_as_list, generator=torch.Generator().manual_seed(0))
         with tqdm(total=len(todo), desc="cache images", disable=None if progress else True, leave=False) as bar:
             for batch in loader:
                 for index, arr in batch:
