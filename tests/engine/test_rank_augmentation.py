@@ -124,10 +124,13 @@ def test_last_pt_restores_each_rank_its_own_stream(tiny_synth, tmp_path):
     state.save(tmp_path / "last.pt", config, val=None, rank_rngs=streams)
     payload = read_checkpoint(tmp_path / "last.pt")
     draws = []
-    for rank in (0, 1, 2):
-        state.load_state_dict(payload, rank)
+    for rank in (0, 1, 2, 3):
+        state.load_state_dict(payload, rank, seed=0)
         draws.append(torch.rand(4))
     for rank in (0, 1):
         torch.manual_seed(rank_seed(0, rank))
         assert torch.equal(draws[rank], torch.rand(4))
-    assert not torch.equal(draws[2], draws[0]) and not torch.equal(draws[2], draws[1])
+    assert not any(torch.equal(draws[new], draws[old]) for new in (2, 3) for old in range(new))
+    # a new rank's stream follows the run's train.seed: another seed, another stream (it followed the epoch alone)
+    state.load_state_dict(payload, 2, seed=1)
+    assert not torch.equal(torch.rand(4), draws[2])

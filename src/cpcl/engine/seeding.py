@@ -26,6 +26,12 @@ def rank_seed(seed: int, rank: int) -> int:
     return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
+def resumed_rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of a rank that a run resumed after ``epoch`` did not have (it was saved on fewer ranks): drawn
+    from ``(seed, epoch, rank)``, so it depends on the run's ``train.seed`` and differs from every other rank's."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
 def seed_rank_streams(seed: int, rank: int) -> None:
     """After every rank has built the same model from ``seed``: each rank other than 0 reseeds the generators
     its augmentations draw from (and its DataLoader workers' seeds, drawn from torch's generator each epoch),

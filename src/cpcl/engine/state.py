@@ -15,7 +15,7 @@ import torch
 from cpcl.config import Config
 from cpcl.engine.distributed import DistInfo, gather_objects
 from cpcl.engine.objective import Objective
-from cpcl.engine.seeding import seed_rank_streams
+from cpcl.engine.seeding import resumed_rank_seed, seed_everything
 from cpcl.model.checkpoint import read_checkpoint, save_checkpoint
 from cpcl.model.retrieval_model import RetrievalModel
 
@@ -71,9 +71,10 @@ class RunState:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "run": run}
 
-    def load_state_dict(self, payload: dict[str, Any], rank: int = 0) -> None:
+    def load_state_dict(self, payload: dict[str, Any], rank: int, seed: int) -> None:
         """Restore from a ``last.pt`` payload (model weights included) and the random states it holds: rank
-        ``rank``'s own where the run saved those of several ranks."""
+        ``rank``'s own where the run saved those of several ranks; a rank the run did not have draws a stream of
+        its own from the run's ``seed`` (``train.seed``), the epoch and the rank."""
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["scheduler"])
@@ -94,9 +95,9 @@ class RunState:
         rank_rngs = run.get("rank_rngs") or [run["rng"]]
         if rank < len(rank_rngs):
             set_rng_state(rank_rngs[rank])
-        else:  # resumed on more ranks than the run had: this rank's stream from (epoch, rank)
+        else:  # resumed on more ranks than the run had: this rank's stream from (train.seed, epoch, rank)
             set_rng_state(run["rng"])
-            seed_rank_streams(self.epoch, rank)
+            seed_everything(resumed_rank_seed(seed, self.epoch, rank))
 
     def save(self, path: Path, config: Config, val: dict[str, Any] | None,
              rank_rngs: list[dict[str, Any]] | None = None) -> None:

@@ -143,7 +143,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     state = build_run_state(config, model, steps_per_epoch, device, dist)
     train_model = _wrap_distributed(model, device, dist)
     if saved is not None:
-        state.load_state_dict(saved, dist.rank)
+        state.load_state_dict(saved, dist.rank, config.train.seed)
         log.info("resuming %s after epoch %d", out, state.epoch)
     else:
         _reference_metrics(state, data, device, config.train.eval_batch_size)
