@@ -57,6 +57,9 @@ def test_sharded_batches_partition_the_global_batches():
     assert single == [order[i:i + 8] for i in range(0, 40, 8)]
     assert [a + b for a, b in zip(*ranks, strict=True)] == single
     assert len(list(ShardedBatchSampler(order, 8, SINGLE, max_batches=2))) == 2
+    # the last partial batch is dropped (docs/REPRODUCTION.md, row 14d), and the length says so
+    partial = ShardedBatchSampler(list(range(43)), 8, SINGLE)
+    assert list(partial) == single and len(partial) == 5
     with pytest.raises(ValueError, match="multiple of the 3 processes"):
         ShardedBatchSampler(order, 8, DistInfo(0, 3))
     rows = torch.randn(5, 3)
