@@ -321,9 +321,12 @@ def test_a_run_killed_with_sigkill_resumes_to_the_model_of_a_run_never_stopped(t
     full = train(config, tmp_path / "full", progress=False)
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(config.to_dict()))
     run = tmp_path / "killed"
+    # the child computes with this process's thread count (an OMP_NUM_THREADS it inherited would sum in
+    # another order, and the weights would differ in their last bits)
     child = subprocess.Popen([sys.executable, "-m", "cpcl", "train", "--config", str(tmp_path / "exp.yaml"),
                               "--out", str(run), "--device", "cpu", "--no-progress"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
     deadline = time.monotonic() + 300
     while child.poll() is None and time.monotonic() < deadline:
         if (run / "metrics.jsonl").is_file() and any(r["epoch"] == 1 for r in _rows(run)):
