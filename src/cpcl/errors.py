@@ -18,3 +18,7 @@ class UsageError(CpclError):
 
 class OutputExistsError(CpclError):
     """A command would write over the outputs of an earlier one."""
+
+
+class DataChangedError(CpclError):
+    """A run would continue on other data than it started on."""

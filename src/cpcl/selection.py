@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from cpcl.config import Config, ConfigError, InconsistentConfig, load_config, trained_as_requested
+from cpcl.engine.inputs import recorded_paths
 from cpcl.engine.trainer import train
 from cpcl.io import atomic_write_text, claim_outputs
 from cpcl.views.report import results_table
@@ -214,7 +215,7 @@ def _run_trial(number: int, config_path, overrides: list[str], own: tuple[str, .
         return trial
     saved = run_dir / "trial.json"
     # finished before an interruption: reused when it was trained from this very config (--set included)
-    if saved.is_file() and trained_as_requested(load_config(run_dir / "config.yaml"), config):
+    if saved.is_file() and trained_as_requested(load_config(run_dir / "config.yaml"), recorded_paths(config)):
         return Trial(**{**json.loads(saved.read_text()), "number": number, "overrides": own, "config": other})
     t0 = time.perf_counter()
     result = train(config, run_dir, device=device, progress=progress, overwrite=True, evaluate_test=False)

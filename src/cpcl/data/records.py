@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,6 +71,17 @@ class Annotations:
             out[split] = {"images": len(recs), "captions": sum(len(r.captions) for r in recs),
                           "identities": len(ids)}
         return out
+
+    def fingerprint(self) -> dict:
+        """What a run read, to tell later whether it is the same data: the annotation file (absolute), a SHA-256
+        of every record as read (split, image path under the image root, captions, identity) and the
+        per-split counts. A copy of the dataset elsewhere has the same digest."""
+        digest = hashlib.sha256()
+        for r in self.records:
+            where = Path(os.path.relpath(r.image_path, self.image_root)).as_posix()
+            digest.update(json.dumps([r.split, where, list(r.captions), r.person_id]).encode())
+        return {"annotations": str(self.annotation_file.resolve()), "sha256": digest.hexdigest(),
+                "splits": self.summary()}
 
     def _check_hold_out(self, key: str, count: int, unit: str) -> str:
         """The checks both hold-outs share -> ``"key=count"`` for their messages."""

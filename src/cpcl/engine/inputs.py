@@ -4,7 +4,7 @@ sets, and what will choose ``best.pt`` — each refused in one sentence before a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ from cpcl.data.datasets import ImageSet, TrainPairs
 from cpcl.data.sources import load_dataset
 from cpcl.data.transforms import build_eval_transform, build_train_transform
 from cpcl.engine.distributed import DistInfo, on_main_first
+from cpcl.errors import DataChangedError
 from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.io import claim_outputs
 from cpcl.model.backbone import build_tokenizer
@@ -40,6 +41,43 @@ class TrainData:
     report_ids: np.ndarray | None
     select_on: str | None = None  # what chooses best.pt: "val", "label-free", or None (nothing held out)
     backoff_on: str | None = None  # what the back-off counts (cluster.backoff_on resolved), None without one
+    fingerprint: dict | None = None  # what was read (Annotations.fingerprint): a resume must read the same
+
+
+def recorded_paths(config: Config) -> Config:
+    """``config`` with ``data.root`` and a ``model.pretrained`` file made absolute, as a run records them: a run
+    resumed (or evaluated) from another folder reads the files it started with, not others of the same
+    relative name."""
+    data = replace(config.data, root=str(Path(config.data.root).expanduser().resolve()))
+    weights = config.model.pretrained
+    if weights and Path(weights).expanduser().is_file():
+        return replace(config, data=data, model=replace(config.model,
+                                                        pretrained=str(Path(weights).expanduser().resolve())))
+    return replace(config, data=data)
+
+
+def check_same_data(started: dict | None, now: dict, out: Path) -> None:
+    """Refuse to resume the run in ``out`` on other data than it started on, naming what changed (a run saved
+    before cpcl recorded its data is resumed with a warning: it cannot be checked)."""
+    if started is None:
+        log.warning("%s does not record the data it started on (an older cpcl): resuming without checking that "
+                    "%s is the same", out, now["annotations"])
+        return
+    if started["sha256"] == now["sha256"]:
+        if started["annotations"] != now["annotations"]:
+            log.info("resuming on %s, the same records as %s, where the run started", now["annotations"],
+                     started["annotations"])
+        return
+    changed = [f"{split}: {was['images']} images / {was['captions']} captions then, {is_['images']} / "
+               f"{is_['captions']} now" for split, was in started["splits"].items()
+               if (is_ := now["splits"].get(split, {"images": 0, "captions": 0})) != was]
+    where = (f"{started['annotations']}" if started["annotations"] == now["annotations"] else
+             f"{started['annotations']}, and this resume reads {now['annotations']}")
+    raise DataChangedError(
+        f"cannot resume {out}: it started on {where}, whose records differ "
+        f"({'; '.join(changed) or 'the same counts, other paths, captions or identities'}); a run continues on the "
+        "data it started on: train this data into a new --out (cpcl eval of its checkpoints on any data stays "
+        "possible)")
 
 
 def claim_run_dir(out: Path, overwrite: bool = False) -> None:
@@ -85,7 +123,8 @@ def load_train_data(config: Config, dist: DistInfo, progress: bool) -> TrainData
             log.info("best.pt is chosen label-free: %s on the %d held-out pairs, no identity read "
                      "(train.select_on=%s)", config.train.label_free_score, len(val.captions),
                      config.train.select_on)
-    return TrainData(ann.name, train_set, extract_set, val, test, report_ids, select_on, backoff_on)
+    return TrainData(ann.name, train_set, extract_set, val, test, report_ids, select_on, backoff_on,
+                     ann.fingerprint())
 
 
 def resolve_select_on(config: Config, annotation_file: Path, val_records: list) -> tuple[str | None, str | None]:

@@ -55,6 +55,7 @@ class RunState:
     previous_labels: tuple[np.ndarray, np.ndarray] | None = None  # the last usable (image, text) pseudo labels
     zero_shot_val: dict[str, Any] | None = None
     test_reference: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data: dict[str, Any] | None = None  # the data the run started on (Annotations.fingerprint)
 
     def state_dict(self, rank_rngs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Checkpoint entries besides the model weights (which every checkpoint holds). ``rank_rngs``: the random
@@ -67,7 +68,7 @@ class RunState:
                "zero_shot_val": self.zero_shot_val, "zero_shot_row": zero_shot_row(self.zero_shot_val),
                "test_reference": dict(self.test_reference), **self.objective.state_dict(),
                "labels": None if labels is None else {"image": labels.image, "text": labels.text},
-               "rng": rng_state(), "rank_rngs": rank_rngs}
+               "rng": rng_state(), "rank_rngs": rank_rngs, "data": self.data}
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "run": run}
 
@@ -92,6 +93,7 @@ class RunState:
         self.previous_labels = None if previous is None else tuple(x.numpy() for x in previous)
         self.zero_shot_val = run["zero_shot_val"]
         self.test_reference = dict(run["test_reference"])
+        self.data = run.get("data")
         rank_rngs = run.get("rank_rngs") or [run["rng"]]
         if rank < len(rank_rngs):
             set_rng_state(rank_rngs[rank])

@@ -35,7 +35,7 @@ from cpcl.engine.distributed import (
     init_distributed,
     on_main_first,
 )
-from cpcl.engine.inputs import TrainData, claim_run_dir, load_train_data
+from cpcl.engine.inputs import TrainData, check_same_data, claim_run_dir, load_train_data, recorded_paths
 from cpcl.engine.objective import Objective
 from cpcl.engine.optim import build_optimizer, build_scheduler
 from cpcl.engine.pseudo import EpochLabels, Labeller
@@ -125,8 +125,12 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     saved = read_resume_state(out) if resume else None
     if saved is None:
         on_main_first(lambda: claim_run_dir(out, overwrite) if dist.is_main else None, dist)
+    if saved is None:
+        config = recorded_paths(config)  # config.yaml names the files this run reads, wherever it is resumed from
     seed_everything(config.train.seed)
     data = load_train_data(config, dist, progress)  # a dataset with problems stops the run here, before any write
+    if saved is not None:
+        check_same_data(saved["run"].get("data"), data.fingerprint, out)
     if not evaluate_test:
         data.test = None
     steps_per_epoch = _steps_per_epoch(config.train, len(data.train_set), dist)
@@ -146,6 +150,7 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
         state.load_state_dict(saved, dist.rank, config.train.seed)
         log.info("resuming %s after epoch %d", out, state.epoch)
     else:
+        state.data = data.fingerprint
         _reference_metrics(state, data, device, config.train.eval_batch_size)
     if dist.is_main:  # metrics.jsonl as of the state: rows of epochs redone now are dropped
         atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in state.metrics_rows()))
