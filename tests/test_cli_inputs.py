@@ -150,9 +150,10 @@ def test_index_build_refusals_leave_nothing(tiny_checkpoint, gallery, tmp_path, 
     assert not (tmp_path / "ivf").exists()
     (tmp_path / "a-file").write_text("x")
     assert main([*base, "--out", str(tmp_path / "a-file")]) == 2
-    assert "a-file is a file, not a folder: choose another --out" in capsys.readouterr().err
-    assert main(["export", "onnx", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "a-file")]) == 2
-    assert "a-file is a file, not a folder" in capsys.readouterr().err
+    assert "--out " + str(tmp_path / "a-file") + " is a file; name a folder to write into" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused by the parser, before the checkpoint is read
+        main(["export", "onnx", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "a-file")])
+    assert "a-file is a file; name a folder to write into" in capsys.readouterr().err
 
 
 def test_an_interrupted_index_build_says_so_and_leaves_no_empty_folder(tiny_checkpoint, gallery, tmp_path, capsys,
@@ -178,6 +179,13 @@ def test_a_truncated_embeddings_file_names_the_file_and_the_index(tiny_checkpoin
                  "--device", "cpu", "--workers", "0"]) == 0
     embeddings = next(index.glob("embeddings.*.npy"))
     embeddings.write_bytes(embeddings.read_bytes()[:200])
+    assert main(["search", str(index), "a man", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{embeddings} is damaged: it no longer matches the checksum" in err and "build the index again" in err
+    # an index written before cpcl recorded checksums: the reader still names the file
+    manifest = json.loads((index / "index.json").read_text())
+    del manifest["sha256"]
+    (index / "index.json").write_text(json.dumps(manifest))
     assert main(["search", str(index), "a man", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert f"{index}: {embeddings.name} cannot be read" in err and "build it again" in err

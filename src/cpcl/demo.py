@@ -15,7 +15,7 @@ from cpcl.config import DataConfig, load_config, packaged_configs
 from cpcl.data.formats import load_annotations
 from cpcl.data.sources import annotation_format
 from cpcl.engine.trainer import train
-from cpcl.io import claim_outputs
+from cpcl.io import claim_outputs, exclusive
 from cpcl.retrieval.retriever import load_retriever
 from cpcl.retrieval.service import build_index
 from cpcl.views.rankings import write_ranking_figures
@@ -40,22 +40,23 @@ def run_demo(out: str | Path, overrides: list[str] | tuple[str, ...] = (), devic
     (CPCL) model into ``out/index`` and draw its rankings into ``out/rankings``. An ``out`` that holds an
     earlier demo is refused, unless ``overwrite``."""
     t0 = time.perf_counter()
-    out = claim_outputs(out, (*(name for _, name in DEMO_RUNS), "index", "rankings"), overwrite=overwrite,
-                        holds="a demo run", instead="choose another --out")
-    rows: dict[str, dict[str, Any]] = {}
-    config = None
-    for title, name in DEMO_RUNS:
-        config = load_config(packaged_configs()[name], overrides)
-        log.info("demo: %s (%s)", title, name)
-        result = train(config, out / name, device=device, progress=progress)
-        if not rows:
-            rows["chance (random ranking)"] = result.test["chance"]
-            rows["zero-shot (pretrained small CLIP)"] = result.test["zero-shot"]
-        rows[f"{title}, best-on-val (epoch {result.best_epoch})"] = result.test["best-on-val"]
-        rows[f"{title}, last epoch"] = result.test["last"]
-    index_dir, rankings = out / "index", out / "rankings"
-    write_search_assets(out / DEMO_RUNS[-1][1] / "best.pt", config.data, index_dir, rankings, device)
-    return DemoResult(rows, Path(config.data.root), index_dir, rankings, time.perf_counter() - t0)
+    with exclusive(out, "a demo run"):
+        out = claim_outputs(out, (*(name for _, name in DEMO_RUNS), "index", "rankings"), overwrite=overwrite,
+                            holds="a demo run", instead="choose another --out")
+        rows: dict[str, dict[str, Any]] = {}
+        config = None
+        for title, name in DEMO_RUNS:
+            config = load_config(packaged_configs()[name], overrides)
+            log.info("demo: %s (%s)", title, name)
+            result = train(config, out / name, device=device, progress=progress)
+            if not rows:
+                rows["chance (random ranking)"] = result.test["chance"]
+                rows["zero-shot (pretrained small CLIP)"] = result.test["zero-shot"]
+            rows[f"{title}, best-on-val (epoch {result.best_epoch})"] = result.test["best-on-val"]
+            rows[f"{title}, last epoch"] = result.test["last"]
+        index_dir, rankings = out / "index", out / "rankings"
+        write_search_assets(out / DEMO_RUNS[-1][1] / "best.pt", config.data, index_dir, rankings, device)
+        return DemoResult(rows, Path(config.data.root), index_dir, rankings, time.perf_counter() - t0)
 
 
 def write_search_assets(checkpoint: Path, data: DataConfig, index_dir: Path, rankings: Path,

@@ -22,3 +22,12 @@ class OutputExistsError(CpclError):
 
 class DataChangedError(CpclError):
     """A run would continue on other data than it started on."""
+
+
+class BusyError(CpclError):
+    """Another process is writing the run, index or export a command would write."""
+
+
+class DamagedFileError(CpclError):
+    """A file cpcl wrote (a checkpoint, an index, pseudo labels) no longer matches the checksum written with it, or
+    was cut short."""

@@ -30,7 +30,7 @@ import torch
 from cpcl.config import Config, ConfigError, InconsistentConfig, load_config, trained_as_requested
 from cpcl.engine.inputs import recorded_paths
 from cpcl.engine.trainer import train
-from cpcl.io import atomic_write_text, claim_outputs
+from cpcl.io import atomic_write_text, claim_outputs, exclusive
 from cpcl.views.report import results_table
 
 log = logging.getLogger(__name__)
@@ -98,28 +98,29 @@ def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str 
     plan = [(Path(config_path), overrides, "") for overrides in trial_overrides(grid, limit, seed)]
     plan += [(Path(other), (), str(other)) for other in also]
     check_plan(plan, base_overrides, score)  # before anything is written or trained
-    out = Path(out)
-    if (out / "selection.json").is_file() or overwrite:  # a finished one is refused; a partial one continues
-        claim_outputs(out, ("selection.json", "selection.md", "trial-*"), overwrite=overwrite,
-                      holds="a finished selection", instead="choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    trials = []
-    for number, (path, overrides, other) in enumerate(plan):
-        trials.append(_run_trial(number, path, [*base_overrides, *overrides], overrides,
-                                 out / f"trial-{number:03d}", device, progress, other))
-        log.info("trial %d %s: %s", number, _describe(trials[-1]),
-                 trials[-1].status if trials[-1].message else _scores_text(trials[-1]))
-    done = [t for t in trials if t.status == "done" and _score(t, score) is not None]
-    chosen = max(done, key=lambda t: (_score(t, score), t.val_mAP if score == "val" else 0.0), default=None)
-    selection = Selection(trials, chosen, settings={"config": str(config_path), "grid": grid,
-                                                      "base_overrides": list(base_overrides), "limit": limit,
-                                                      "seed": seed, "also": [str(a) for a in also],
-                                                      "score": score})
-    if chosen is not None:
-        config = load_config(chosen.config or config_path, [*base_overrides, *chosen.overrides])
-        selection.test = _test_once(out / f"trial-{chosen.number:03d}" / "best.pt", config, device)
-    _write(selection, out)
-    return selection
+    with exclusive(Path(out), "a selection"):  # one sweep writes a folder at a time
+        out = Path(out)
+        if (out / "selection.json").is_file() or overwrite:  # a finished one is refused; a partial one continues
+            claim_outputs(out, ("selection.json", "selection.md", "trial-*"), overwrite=overwrite,
+                          holds="a finished selection", instead="choose another --out")
+        out.mkdir(parents=True, exist_ok=True)
+        trials = []
+        for number, (path, overrides, other) in enumerate(plan):
+            trials.append(_run_trial(number, path, [*base_overrides, *overrides], overrides,
+                                     out / f"trial-{number:03d}", device, progress, other))
+            log.info("trial %d %s: %s", number, _describe(trials[-1]),
+                     trials[-1].status if trials[-1].message else _scores_text(trials[-1]))
+        done = [t for t in trials if t.status == "done" and _score(t, score) is not None]
+        chosen = max(done, key=lambda t: (_score(t, score), t.val_mAP if score == "val" else 0.0), default=None)
+        selection = Selection(trials, chosen, settings={"config": str(config_path), "grid": grid,
+                                                          "base_overrides": list(base_overrides), "limit": limit,
+                                                          "seed": seed, "also": [str(a) for a in also],
+                                                          "score": score})
+        if chosen is not None:
+            config = load_config(chosen.config or config_path, [*base_overrides, *chosen.overrides])
+            selection.test = _test_once(out / f"trial-{chosen.number:03d}" / "best.pt", config, device)
+        _write(selection, out)
+        return selection
 
 
 def check_plan(plan: list[tuple[Path, tuple[str, ...], str]], base_overrides, score: str = "val") -> None:

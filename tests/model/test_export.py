@@ -23,3 +23,20 @@ def test_onnx_export_matches_pytorch(tiny_synth, tmp_path, capsys):
     for file in ("image_encoder.onnx", "text_encoder.onnx", "text_encoder.int8.onnx"):
         assert (tmp_path / "onnx" / file).stat().st_size > 0
     assert main(args) == 2  # an export is not overwritten without --overwrite
+
+
+def test_an_opset_that_cannot_be_written_or_loaded_leaves_nothing_behind(tiny_checkpoint, tmp_path, capsys):
+    """An opset below the exporter's is refused before any work; one the exporter or onnxruntime cannot do fails
+    naming it, and leaves no file that would block the rerun."""
+    import pytest
+
+    out = tmp_path / "onnx"
+    with pytest.raises(SystemExit) as refused:
+        main(["export", "onnx", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--opset", "5"])
+    assert refused.value.code == 2 and "must be at least 18, got 5" in capsys.readouterr().err
+    assert main(["export", "onnx", "--checkpoint", str(tiny_checkpoint), "--out", str(out), "--opset", "99"]) == 2
+    err = capsys.readouterr().err
+    assert ("--opset 99" in err or "cannot load the exported" in err) and "Traceback" not in err, err
+    assert not out.exists() or not [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    assert main(["export", "onnx", "--checkpoint", str(tiny_checkpoint), "--out", str(out)]) == 0
+    assert json.loads((out / "export.json").read_text())["opset"] == 18

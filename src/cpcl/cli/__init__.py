@@ -18,7 +18,7 @@ import os
 import sys
 
 from cpcl.cli import data, search, train, views
-from cpcl.cli.common import EXIT_STATUS, Formatter, setup_logging
+from cpcl.cli.common import EXIT_STATUS, Formatter, check_output_files, setup_logging
 from cpcl.errors import CpclError
 from cpcl.io import release_unused_claims
 from cpcl.threads import short_spin_waits
@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging(args.verbose)
     try:
+        check_output_files(args)
         return int(args.func(args) or 0)
     except BrokenPipeError:  # the reader went away (`cpcl configs | head`): nothing left to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the final flush is quiet

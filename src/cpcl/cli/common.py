@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import tempfile
+from pathlib import Path
 
 from cpcl.errors import UsageError
 
@@ -86,6 +88,65 @@ def fraction(low: float = 0.0, high: float = 1.0, low_open: bool = False):
         return value
 
     return parse
+
+
+def add_output_file(p: argparse.ArgumentParser, flag: str, help: str, suffixes: tuple[str, ...],
+                    **kwargs) -> None:
+    """An option naming a file the command writes. Its kind is checked when the line is parsed, before any work:
+    a folder, a name without one of ``suffixes``, or a place that cannot be written is refused with the option
+    named; an existing file is refused unless ``--overwrite`` (:func:`check_output_files`, after parsing; the
+    command has the option). The command writes it atomically (``cpcl.io``): never half a file."""
+    p.add_argument(flag, type=_output_file(suffixes), help=help, **kwargs)
+    declared = p.get_default("output_files") or ()
+    p.set_defaults(output_files=(*declared, flag))
+
+
+def _output_file(suffixes: tuple[str, ...]):
+    def parse(text: str) -> str:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text} is a folder; name a file ({' or '.join(suffixes)})")
+        if path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{text}: the file written is {' or '.join(suffixes)}; name it so")
+        if path.exists() and not path.is_file():
+            raise argparse.ArgumentTypeError(f"{text}: exists and is not a regular file")
+        _check_writable(text, path.absolute().parent)
+        return text
+
+    return parse
+
+
+def output_folder(text: str) -> str:
+    """An option's type: a folder the command writes into (created if missing). A file there, or a place this
+    process cannot create files in, is refused when the line is parsed, before any work."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; name a folder to write into")
+    _check_writable(text, path.absolute())
+    return text
+
+
+def _check_writable(text: str, folder: Path) -> None:
+    """Refuse ``text`` unless a file can be created in ``folder`` or, where it does not exist yet, in the folder
+    that would hold it (tried for real: permissions, read-only and virtual file systems alike)."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: cannot write into {existing}: no file can be created there "
+                                         f"({exc.strerror})") from None
+
+
+def check_output_files(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output file that exists already unless ``--overwrite``."""
+    for flag in getattr(args, "output_files", ()):
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value and Path(value).expanduser().exists() and not getattr(args, "overwrite", False):
+            raise UsageError(f"{flag} {value} already exists; choose another path, or pass --overwrite to "
+                             "replace it")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:

@@ -14,9 +14,11 @@ from pathlib import Path
 
 from cpcl.cli.common import (
     add_device,
+    add_output_file,
     add_overwrite,
     command,
     fraction,
+    output_folder,
     pick_device,
     whole,
 )
@@ -25,19 +27,41 @@ from cpcl.errors import UsageError
 log = logging.getLogger("cpcl")
 
 
+def writing_index(where: str | Path, uri: str | None, what: str) -> contextlib.AbstractContextManager:
+    """Hold an index for one writer: a files index's folder; a Milvus collection through a lock of this machine
+    (in the cache folder), since the server has none (processes on other machines are not seen)."""
+    from cpcl.io import exclusive
+
+    if uri is None:
+        return exclusive(where, what)
+    from cpcl.retrieval.milvus import collection_lock_dir
+
+    return exclusive(collection_lock_dir(uri, str(where)), what, shown=f"collection {where} at {uri}")
+
+
 def cmd_index_build(args: argparse.Namespace) -> int:
+    uri = _milvus_uri(args)
+    if uri is None:  # a folder (with --backend milvus, --out names a collection)
+        try:
+            output_folder(args.out)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"--out {exc}") from None
+    device = pick_device(args.device)
+    with writing_index(args.out, uri, "an index build"):
+        return _build(args, device, uri)
+
+
+def _build(args: argparse.Namespace, device, uri: str | None) -> int:
     from cpcl.retrieval.retriever import load_retriever
     from cpcl.retrieval.service import build_index
 
-    device = pick_device(args.device)
     retriever = load_retriever(args.checkpoint, device, batch_size=args.batch_size, num_workers=args.workers)
     t0 = time.perf_counter()
     unreadable = [] if args.skip_unreadable else None
     with _hint_skip_unreadable():
         index = build_index(retriever, args.images, args.out, root=args.root, kind=args.kind, nlist=args.nlist,
                             nprobe=args.nprobe, progress=not args.no_progress, overwrite=args.overwrite,
-                            uri=_milvus_uri(args),
-                            unreadable=unreadable)
+                            uri=uri, unreadable=unreadable)
     wall = time.perf_counter() - t0
     print(f"indexed {len(index)} images under {index.root} in {wall:.1f}s ({len(index) / wall:.0f} images/s) "
           f"-> {args.out} ({index.kind}, model {index.fingerprint})")
@@ -78,14 +102,16 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     from cpcl.retrieval.retriever import load_retriever
     from cpcl.retrieval.service import add_images, open_gallery
 
-    index = open_gallery(args.index, _milvus_uri(args))
-    device = pick_device(args.device)
-    retriever = load_retriever(index.query_checkpoint(args.checkpoint), device, batch_size=args.batch_size,
-                               num_workers=args.workers)
-    unreadable = [] if args.skip_unreadable else None
-    with _hint_skip_unreadable():
-        added, already = add_images(retriever, index, args.images, progress=not args.no_progress,
-                                    unreadable=unreadable)
+    uri = _milvus_uri(args)
+    with writing_index(args.index, uri, "an index add"):  # read and written under one lock: no add is lost
+        index = open_gallery(args.index, uri)
+        device = pick_device(args.device)
+        retriever = load_retriever(index.query_checkpoint(args.checkpoint), device, batch_size=args.batch_size,
+                                   num_workers=args.workers)
+        unreadable = [] if args.skip_unreadable else None
+        with _hint_skip_unreadable():
+            added, already = add_images(retriever, index, args.images, progress=not args.no_progress,
+                                        unreadable=unreadable)
     print(f"added {added} images ({already} already indexed); {args.index} now holds {len(index)}")
     _report_unreadable(unreadable)
     return 0
@@ -239,7 +265,8 @@ def register(sub) -> None:
     p.add_argument("query", nargs="+", help="one or more descriptions (quote each)")
     p.add_argument("-k", type=int, default=10, help="results per query")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
-    p.add_argument("--grid", help="write a PNG of the top-k crops with ranks and scores")
+    add_output_file(p, "--grid", "write a PNG of the top-k crops with ranks and scores", (".png",))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --grid file (refused otherwise)")
     p.add_argument("--nprobe", type=whole(1), help="lists searched per query (ivf indexes; default: the index's)")
     p.add_argument("--checkpoint", help="default: the checkpoint that built the index")
     _add_text_encoder(p)

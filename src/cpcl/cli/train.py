@@ -14,14 +14,17 @@ from pathlib import Path
 from cpcl.cli.common import (
     RUN_KEPT,
     add_device,
+    add_output_file,
     add_overwrite,
     add_run_args,
     add_split_args,
     command,
+    output_folder,
     pick_device,
     whole,
 )
 from cpcl.errors import UsageError
+from cpcl.io import ensure_free
 
 log = logging.getLogger("cpcl")
 
@@ -37,6 +40,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = Path(args.resume)
         if not out.is_dir():
             raise UsageError(f"cannot resume {out}: no such folder (--resume takes the --out of a cpcl train run)")
+        ensure_free(out, "a training run")
         if not (out / "last.pt").is_file():
             what = ("no epoch of this run has completed" if (out / "config.yaml").is_file() else
                     "it holds no training run: start one with --config and --out")
@@ -46,6 +50,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.config or not args.out:
             raise UsageError("cpcl train needs --config and --out (or --resume RUN_DIR)")
         config, out = load_config(resolve_config_path(args.config), args.set or []), Path(args.out)
+        ensure_free(out, "a training run")  # held by another process: said before anything of it is touched
         if not args.overwrite:
             from cpcl.engine.trainer import claim_run_dir
 
@@ -212,7 +217,7 @@ def register(sub) -> None:
     add_run_args(p, None, config_required=False)
     p.add_argument("--supervised-upper-bound", action="store_true",
                    help="confirm a train.supervised=true run: identity labels replace the clusters")
-    p.add_argument("--out", help="run directory (required unless --resume)")
+    p.add_argument("--out", type=output_folder, help="run directory (required unless --resume)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last complete epoch")
     p.add_argument("--nproc", type=whole(1), default=1, help="processes on this machine (DDP via torchrun)")
     add_overwrite(p, "a run")
@@ -220,15 +225,16 @@ def register(sub) -> None:
 
     p = command(sub, "eval", "evaluate a checkpoint on a dataset split")
     add_split_args(p)
-    p.add_argument("--json", help="also write the metrics to this JSON file")
+    add_output_file(p, "--json", "also write the metrics to this JSON file", (".json",))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file (refused otherwise)")
     p.add_argument("--batch-size", type=whole(1), default=256, help="encoding batch size")
     add_device(p)
     p.set_defaults(func=cmd_eval)
 
     p = command(sub, "pretrain", "pretrain the small SynthPedes CLIP and export its weights", RUN_KEPT)
     add_run_args(p, "pretrain_synthclip_tiny")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--weights-out", help="where to write the weights (default: OUT/synthclip_tiny.pt)")
+    p.add_argument("--out", type=output_folder, required=True, help="run directory")
+    add_output_file(p, "--weights-out", "where to write the weights (default: OUT/synthclip_tiny.pt)", (".pt",))
     p.add_argument("--replace-packaged", action="store_true",
                    help="write them over the packaged cpcl:synthclip-tiny weights, which every later run that "
                         "names cpcl:synthclip-tiny (the demo included) then starts from")
@@ -237,7 +243,7 @@ def register(sub) -> None:
 
     p = command(sub, "demo", "the synthetic end-to-end demo: data, fine-tuning, results table, search index",
                  "run it again with --overwrite to start over")
-    p.add_argument("--out", default="runs/demo", help="demo directory")
+    p.add_argument("--out", type=output_folder, default="runs/demo", help="demo directory")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of both configs")
     add_device(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -258,7 +264,8 @@ def register(sub) -> None:
     p.add_argument("--score", default="val", choices=["val", "label-free"],
                    help="what scores a trial: val identities (R1 of its best-on-val checkpoint), or label-free "
                         "(its best train.label_free_score on held-out pairs; no identity read)")
-    p.add_argument("--out", required=True, help="directory for trial-NNN/ runs and selection.{md,json}")
+    p.add_argument("--out", type=output_folder, required=True,
+                   help="directory for trial-NNN/ runs and selection.{md,json}")
     add_overwrite(p, "a finished selection")
     p.set_defaults(func=cmd_sweep)
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 from cpcl.cli.common import (
     add_device,
+    add_output_file,
     add_overwrite,
     add_split_args,
     command,
+    output_folder,
     pick_device,
     whole,
 )
@@ -87,7 +89,7 @@ def register(sub) -> None:
     p.add_argument("--queries", type=whole(1), default=8, help="how many captions to show")
     p.add_argument("--seed", type=int, default=0, help="which captions (drawn reproducibly)")
     p.add_argument("-k", type=whole(1), default=10, help="images per query")
-    p.add_argument("--out", required=True, help="directory for query_*.png and sheet.png")
+    p.add_argument("--out", type=output_folder, required=True, help="directory for query_*.png and sheet.png")
     p.add_argument("--batch-size", type=whole(1), default=256, help="encoding batch size")
     add_device(p)
     add_overwrite(p, "ranking figures")
@@ -101,7 +103,7 @@ def register(sub) -> None:
                    help="largest first, or least pure first (needs held-out identities on the records)")
     p.add_argument("--clusters", type=int, default=40, help="how many clusters to draw")
     p.add_argument("--per-cluster", type=int, default=10, help="images drawn per cluster at most")
-    p.add_argument("--out", help="output directory (default RUN/clusters/epoch_NNN_MODALITY)")
+    p.add_argument("--out", type=output_folder, help="output directory (default RUN/clusters/epoch_NNN_MODALITY)")
     add_overwrite(p, "a cluster view")
     p.set_defaults(func=cmd_clusters)
 
@@ -112,14 +114,17 @@ def register_export(sub) -> None:
     c = command(esub, "weights", "a checkpoint's CLIP weights as an open_clip checkpoint that records the activation "
                                  "and preprocessing (use it as model.pretrained)")
     c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
-    c.add_argument("--out", required=True, help="weights file to write")
+    add_output_file(c, "--out", "weights file to write (a PyTorch file: .pt)", (".pt", ".pth", ".bin"),
+                    required=True)
     c.add_argument("--fp32", action="store_true", help="keep float32 (default: float16, half the size)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing --out file (refused otherwise)")
     c.set_defaults(func=cmd_export_weights)
     c = command(esub, "onnx", "both encoders as ONNX, checked against PyTorch with onnxruntime")
     c.add_argument("--checkpoint", required=True, help="a cpcl checkpoint (best.pt / last.pt)")
-    c.add_argument("--out", required=True, help="directory for image_encoder.onnx, text_encoder.onnx, export.json")
-    c.add_argument("--opset", type=int, default=18, help="ONNX opset")
+    c.add_argument("--out", type=output_folder, required=True,
+                   help="directory for image_encoder.onnx, text_encoder.onnx, export.json")
+    c.add_argument("--opset", type=whole(18), default=18,
+                   help="ONNX opset: 18 or above (PyTorch's exporter), and one onnxruntime loads")
     c.add_argument("--int8", action="store_true",
                    help="also write text_encoder.int8.onnx: the text tower with 8-bit weights, a fast query encoder")
     add_overwrite(c, "an export")

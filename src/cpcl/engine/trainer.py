@@ -8,6 +8,7 @@ the end, **test** metrics of both, next to the zero-shot model and a random rank
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -46,7 +47,7 @@ from cpcl.engine.tensorboard import TensorBoardLog, require_tensorboard
 from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.evaluation.label_free import cluster_scores, neighbourhood_scores, pair_scores
 from cpcl.evaluation.metrics import chance_metrics
-from cpcl.io import atomic_write_text
+from cpcl.io import atomic_write_text, exclusive
 from cpcl.model.checkpoint import (
     build_model,
     checkpoint_config,
@@ -120,8 +121,15 @@ def train(config: Config, out_dir: str | Path, device: torch.device | str = "cpu
     if config.train.tensorboard:
         require_tensorboard()
     dist, device = init_distributed(torch.device(device))
-    progress = progress and dist.is_main
     out = Path(out_dir)
+    # rank 0 holds the run folder for the whole run: a second process training, resuming or overwriting it is
+    # refused before it reads anything
+    with exclusive(out, "a training run") if dist.is_main else contextlib.nullcontext():
+        return _train(config, out, device, dist, progress and dist.is_main, resume, overwrite, evaluate_test)
+
+
+def _train(config: Config, out: Path, device: torch.device, dist: DistInfo, progress: bool, resume: bool,
+           overwrite: bool, evaluate_test: bool) -> RunResult:
     saved = read_resume_state(out) if resume else None
     if saved is None:
         on_main_first(lambda: claim_run_dir(out, overwrite) if dist.is_main else None, dist)

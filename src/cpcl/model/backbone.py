@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cpcl.errors import CpclError
+from cpcl.io import check_archive
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
         raise WeightsError(f"weights file not found: {path}")
     unreadable = WeightsError(f"{path} is not a weights file cpcl can read: expected OpenAI's CLIP archive, an "
                               "open_clip state dict (.pt, .bin, .safetensors) or a cpcl checkpoint")
+    if path.suffix != ".safetensors":
+        check_archive(path, "a weights archive")  # cut or damaged: said so, not "not a weights file"
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import logging
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 
 from cpcl.config import Config, ModelConfig, config_from_dict
 from cpcl.errors import CpclError
-from cpcl.io import atomic_write_bytes, claim_output_file
+from cpcl.io import atomic_write_bytes, check_archive, claim_output_file
 from cpcl.model.backbone import (
     WEIGHTS_RECORD,
     build_clip,
@@ -55,7 +54,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     what = "a cpcl checkpoint is the best.pt or last.pt file that `cpcl train` writes"
-    if not zipfile.is_zipfile(path):
+    if not check_archive(path, "a checkpoint"):  # a damaged or cut archive is said so, naming the file
         raise CheckpointError(f"{path} is not a checkpoint (not a PyTorch archive); {what}")
     try:
         # tensors and plain containers only: nothing in the file can run code
@@ -65,6 +64,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                               f"tensors); {what}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a cpcl checkpoint (for raw CLIP weights use model.pretrained)")
+    missing = [key for key in ("model", "config") if not isinstance(payload.get(key), dict)]
+    if missing:
+        raise CheckpointError(f"{path}: a cpcl checkpoint without its {' and '.join(missing)} entry (written by "
+                              f"something else, or edited); {what}")
     return payload
 
 

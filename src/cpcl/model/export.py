@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cpcl.io import atomic_write_text, claim_outputs
+from cpcl.io import atomic_write_text, claim_outputs, exclusive
 from cpcl.model.checkpoint import load_checkpoint, model_fingerprint
 from cpcl.model.retrieval_model import RetrievalModel, cut_after_last_end
 
@@ -71,7 +71,20 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
         torch.onnx.export(module, (example,), str(tmp), input_names=[input_name], output_names=["features"],
                           dynamic_shapes=(dynamic,), opset_version=opset, dynamo=True,
                           external_data=False, verbose=False)
+    written = _opset_of(tmp)
+    if written != opset:
+        tmp.unlink()
+        raise ValueError(f"--opset {opset}: the exporter wrote opset {written} instead; choose an opset it writes "
+                         "(18 or above)")
     tmp.replace(path)
+
+
+def _opset_of(path: Path) -> int:
+    """The default-domain opset an ONNX file was written with."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def _quantize_int8(source: Path, path: Path) -> None:
@@ -102,8 +115,19 @@ def export_onnx(checkpoint: str | Path, out_dir: str | Path, opset: int = 18, se
     """
 
     model, tokenizer, preprocess, config, _ = load_checkpoint(checkpoint, "cpu")  # a bad file fails first
-    out = claim_outputs(out_dir, EXPORT_FILES, overwrite=overwrite, holds="an ONNX export",
-                        instead="choose another --out")
+    with exclusive(out_dir, "an ONNX export"):
+        out = claim_outputs(out_dir, EXPORT_FILES, overwrite=overwrite, holds="an ONNX export",
+                            instead="choose another --out")
+        try:
+            return _write_export(model, tokenizer, preprocess, config, str(checkpoint), out, opset, seed, int8)
+        except BaseException:
+            for name in EXPORT_FILES:  # every one of them this call wrote (claim_outputs removed the old ones)
+                (out / name).unlink(missing_ok=True)
+            raise
+
+
+def _write_export(model, tokenizer, preprocess, config, checkpoint: str, out: Path, opset: int, seed: int,
+                  int8: bool) -> dict:
     fingerprint = model_fingerprint(model, config.to_dict())  # of the model as loaded, like the index's
     model = model.float().eval()
     height, width = preprocess.image_size
@@ -149,7 +173,11 @@ def _run_checks(out: Path, checks) -> list[tuple[str, np.ndarray, np.ndarray]]:
     options.log_severity_level = 3
     results = []
     for stem, function, inputs in checks:
-        session = ort.InferenceSession(str(out / f"{stem}.onnx"), options, providers=["CPUExecutionProvider"])
+        try:
+            session = ort.InferenceSession(str(out / f"{stem}.onnx"), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # an opset newer than this onnxruntime, above all
+            raise ValueError(f"onnxruntime {ort.__version__} cannot load the exported {stem}.onnx "
+                             f"({str(exc).splitlines()[0][:300]}); choose an --opset it loads") from None
         input_name = session.get_inputs()[0].name
         for x in inputs:
             with torch.no_grad():

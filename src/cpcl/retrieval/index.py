@@ -15,6 +15,7 @@ large galleries, searched with ``nprobe`` lists.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -121,6 +122,15 @@ def check_new_index_dir(directory: str | Path, overwrite: bool = False) -> None:
     """Refuse a directory that holds an index (or, with ``overwrite``, remove that index's files)."""
     claim_outputs(directory, INDEX_FILES, overwrite=overwrite, holds="an index",
                   instead="add to it with `cpcl index add`, or choose another --out", error=GalleryIndexError)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def default_nlist(count: int) -> int:
@@ -300,6 +310,11 @@ class GalleryIndex(GalleryBase):
             raise GalleryIndexError(f"{manifest_path}: unknown index kind {manifest.get('kind')!r} "
                                     f"(this cpcl knows {', '.join(INDEX_KINDS.names())})")
         exact = INDEX_KINDS.get(manifest["kind"]).exact
+        for name, digest in manifest.get("sha256", {}).items():  # indexes written before checksums: unchecked
+            if files[name].is_file() and file_digest(files[name]) != digest:
+                raise GalleryIndexError(f"{files[name]} is damaged: it no longer matches the checksum index.json "
+                                        "recorded when it was written; build the index again with `cpcl index "
+                                        "build`")
         try:
             # stored Fortran-ordered, so no copy; an IVF index searches its own codes, and the embeddings are
             # only read (mapped, not loaded) when images are added
@@ -379,6 +394,8 @@ class GalleryIndex(GalleryBase):
 
             faiss.write_index(self._faiss, str(files["faiss"]))
         self.manifest["count"] = len(self.paths)
+        # what each file held when written, checked when the index is opened: a damaged file is said, not searched
+        self.manifest["sha256"] = {name: file_digest(path) for name, path in files.items() if path.is_file()}
         atomic_write_text(self.directory / "index.json", json.dumps(self.manifest, indent=2) + "\n")
         # only now are the previous generation's files unreferenced
         for stale in self.directory.glob("*.*.*"):

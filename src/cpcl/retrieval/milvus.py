@@ -16,6 +16,7 @@ mid-way keeps what it wrote, and running it again adds the rest, never a duplica
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -46,6 +47,14 @@ class _LiteUnimplemented(logging.Filter):
 
 
 _LITE_FILTER = _LiteUnimplemented()
+
+
+def collection_lock_dir(uri: str, collection: str) -> Path:
+    """The folder whose lock (:func:`cpcl.io.exclusive`) holds a collection for one writer on this machine."""
+    from cpcl.data.checks import cache_dir
+
+    where = uri if _is_remote(uri) else str(Path(uri).expanduser().resolve())
+    return cache_dir() / "locks" / f"milvus-{hashlib.sha256(f'{where}#{collection}'.encode()).hexdigest()[:16]}"
 
 
 def _is_remote(uri: str) -> bool:

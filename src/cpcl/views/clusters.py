@@ -23,7 +23,7 @@ from cpcl.config import load_config
 from cpcl.data.datasets import read_image
 from cpcl.data.sources import load_dataset
 from cpcl.errors import CpclError
-from cpcl.io import atomic_save, atomic_write_text, claim_outputs
+from cpcl.io import atomic_save, atomic_write_text, check_archive, claim_outputs
 from cpcl.views.figures import AMBER, GREEN, GREY, RED, Cell, image_row, save_png, stack
 
 OPLM_CLASS = ' class="oplm"'
@@ -86,7 +86,9 @@ def load_epoch_labels(run_dir: Path, epoch: int | None) -> tuple[int, dict[str, 
     if epoch not in epochs:
         raise ClusterViewError(f"{run_dir}: epoch {epoch} has no saved pseudo labels; epochs with labels: "
                                f"{_ranges(epochs)}")
-    with np.load(run_dir / LABELS_DIR / f"epoch_{epoch:03d}.npz") as data:
+    labels = run_dir / LABELS_DIR / f"epoch_{epoch:03d}.npz"
+    check_archive(labels, "pseudo labels")
+    with np.load(labels) as data:
         return epoch, {k: data[k] for k in data.files}
 
 
