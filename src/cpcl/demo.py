@@ -16,6 +16,7 @@ from cpcl.data.formats import load_annotations
 from cpcl.data.sources import annotation_format
 from cpcl.engine.trainer import train
 from cpcl.io import claim_outputs, exclusive
+from cpcl.model.backbone import check_model_spec
 from cpcl.retrieval.retriever import load_retriever
 from cpcl.retrieval.service import build_index
 from cpcl.views.rankings import write_ranking_figures
@@ -43,10 +44,15 @@ def run_demo(out: str | Path, overrides: list[str] | tuple[str, ...] = (), devic
     with exclusive(out, "a demo run"):
         out = claim_outputs(out, (*(name for _, name in DEMO_RUNS), "index", "rankings"), overwrite=overwrite,
                             holds="a demo run", instead="choose another --out")
+        # every run's config and weights before the first trains: a --set that one of them refuses stops the
+        # demo now, not after the baseline has trained (and the rerun would find its folder taken)
+        configs = {name: load_config(packaged_configs()[name], overrides) for _, name in DEMO_RUNS}
+        for config in configs.values():
+            check_model_spec(config.model.arch, config.model.pretrained)
         rows: dict[str, dict[str, Any]] = {}
         config = None
         for title, name in DEMO_RUNS:
-            config = load_config(packaged_configs()[name], overrides)
+            config = configs[name]
             log.info("demo: %s (%s)", title, name)
             result = train(config, out / name, device=device, progress=progress)
             if not rows:

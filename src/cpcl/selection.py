@@ -67,7 +67,16 @@ def parse_grid(items: list[str] | tuple[str, ...]) -> dict[str, list[str]]:
         key, sep, values = item.partition("=")
         if not sep or not key.strip() or not values.strip():
             raise ConfigError(f"--grid {item!r}: expected KEY=VALUE1,VALUE2,...")
-        grid[key.strip()] = [v.strip() for v in values.split(",")]
+        key, parts = key.strip(), [v.strip() for v in values.split(",")]
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice ({key}={','.join(grid[key])} and {item}); give all its "
+                              f"values in one: --grid {key}={','.join([*grid[key], *parts])}")
+        if "" in parts:
+            raise ConfigError(f"--grid {item!r}: an empty value; expected KEY=VALUE1,VALUE2,...")
+        repeated = sorted({v for v in parts if parts.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"--grid {item!r}: {', '.join(repeated)} given twice (each value trains one trial)")
+        grid[key] = parts
     return grid
 
 
@@ -137,6 +146,11 @@ def check_plan(plan: list[tuple[Path, tuple[str, ...], str]], base_overrides, sc
             continue
         except ConfigError as exc:
             raise ConfigError(f"{what} cannot be read, so no trial is trained: {exc}") from None
+    seen: dict[str, str] = {}
+    for what, config in configs:  # two trials that would train the same run (cluster.eps=0.4 and 0.40, ...)
+        same = seen.setdefault(json.dumps(config.to_dict(), sort_keys=True), what)
+        if same != what:
+            raise ConfigError(f"{same} and {what} are the same config, so no trial is trained: drop one")
     check_comparable(configs, score)
 
 

@@ -201,6 +201,9 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
+        wrong = out_of_range(self)
+        if wrong:
+            raise ConfigError("; ".join(wrong))
         problems = inconsistencies(self)
         if problems:
             raise InconsistentConfig("; ".join(problems))
@@ -274,11 +277,19 @@ def inconsistencies(config: Config) -> list[str]:
                    "no epoch would use pseudo labels")
     if t.sampler_instances > t.batch_size:
         out.append(f"train.sampler_instances={t.sampler_instances} exceeds train.batch_size={t.batch_size}")
-    if t.accumulate < 1:
-        out.append(f"train.accumulate must be at least 1, got {t.accumulate}")
-    elif t.batch_size % t.accumulate:
+    if t.accumulate >= 1 and t.batch_size % t.accumulate:
         out.append(f"train.batch_size={t.batch_size} does not split into train.accumulate={t.accumulate} "
                    "equal micro-batches")
+    return out
+
+
+def out_of_range(config: Config) -> list[str]:
+    """Every setting whose value no config can use (a count below its minimum, a temperature not above 0, a
+    share outside [0, 1]), each naming its key: wrong on its own, whatever the other settings are."""
+    c, t, loss = config.cluster, config.train, config.loss
+    out = []
+    if t.accumulate < 1:
+        out.append(f"train.accumulate must be at least 1, got {t.accumulate}")
     for key, value, low in (("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
                             ("train.eval_batch_size", t.eval_batch_size, 1), ("train.eval_every", t.eval_every, 1),
                             ("cluster.k1", c.k1, 1), ("cluster.k2", c.k2, 1), ("cluster.min_samples", c.min_samples, 1),
@@ -289,6 +300,8 @@ def inconsistencies(config: Config) -> list[str]:
                             ("data.synth.cameras", config.data.synth.cameras, 0)):
         if value < low:
             out.append(f"{key} must be at least {low}, got {value}")
+    if t.max_steps_per_epoch is not None and t.max_steps_per_epoch < 1:
+        out.append(f"train.max_steps_per_epoch must be at least 1, got {t.max_steps_per_epoch} (null: no limit)")
     for key, value in (("loss.temperature", loss.temperature), ("memory.temperature", config.memory.temperature),
                        ("cluster.eps", c.eps), ("optim.lr", config.optim.lr), ("optim.eps", config.optim.eps)):
         if value <= 0:

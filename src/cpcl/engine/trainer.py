@@ -48,6 +48,7 @@ from cpcl.evaluation.evaluate import EvalSplit
 from cpcl.evaluation.label_free import cluster_scores, neighbourhood_scores, pair_scores
 from cpcl.evaluation.metrics import chance_metrics
 from cpcl.io import atomic_write_text, exclusive
+from cpcl.model.backbone import check_model_spec
 from cpcl.model.checkpoint import (
     build_model,
     checkpoint_config,
@@ -135,6 +136,7 @@ def _train(config: Config, out: Path, device: torch.device, dist: DistInfo, prog
         on_main_first(lambda: claim_run_dir(out, overwrite) if dist.is_main else None, dist)
     if saved is None:
         config = recorded_paths(config)  # config.yaml names the files this run reads, wherever it is resumed from
+        check_model_spec(config.model.arch, config.model.pretrained)  # before the dataset is read and checked
     seed_everything(config.train.seed)
     data = load_train_data(config, dist, progress)  # a dataset with problems stops the run here, before any write
     if saved is not None:

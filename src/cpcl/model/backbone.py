@@ -237,6 +237,25 @@ def uses_quick_gelu(clip: nn.Module) -> bool:
     return any(isinstance(m, open_clip.model.QuickGELU) for m in clip.modules())
 
 
+def check_model_spec(arch: str, pretrained: str | None) -> None:
+    """Refuse, before any data is read, an architecture open_clip does not know and weights that cannot be found:
+    a file that does not exist, a built-in or pretrained tag this architecture lacks. Nothing is loaded or
+    fetched (a damaged file is found when it is read)."""
+    _register_archs()
+    if arch not in open_clip.list_models():
+        raise WeightsError(f"model.arch={arch}: unknown architecture; e.g. ViT-B-16, cpcl-vit-tiny (see `cpcl archs`)")
+    if not pretrained:
+        return
+    if pretrained.startswith("cpcl:") or not _names_a_file(pretrained):
+        if pretrained.startswith("cpcl:") or pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+            _resolve_weights(arch, pretrained)  # its refusal names the tag; a known open_clip tag is not fetched
+        return
+    path = Path(pretrained).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"model.pretrained={pretrained}: no such file"
+                           + (" (it is a folder)" if path.is_dir() else ""))
+
+
 def build_clip(arch: str, image_size: tuple[int, int], pretrained: str | None = None,
                quick_gelu: bool | None = None) -> nn.Module:
     """Create an open_clip CLIP of ``arch`` at ``image_size`` (H, W) and load ``pretrained`` into it.
