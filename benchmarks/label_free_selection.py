@@ -37,16 +37,29 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 from regimes import REGIMES
 from report import command, machine, markdown_table, write_results
 from scipy.stats import kendalltau
 
+from cpcl.clustering.pseudo_labels import cluster_features
 from cpcl.config import load_config, resolve_config_path
-from cpcl.evaluation.label_free import SCORES as CANDIDATES
+from cpcl.evaluation.label_free import SCORES as RECORDED
+from cpcl.evaluation.label_free import neighbourhood_scores, pair_scores
+from cpcl.evaluation.metrics import retrieval_metrics
 
 CONFIGS = {"synthpedes_itc": "ITC", "synthpedes_cpcl": "CPCL"}
-# candidates made of recorded scores (each on a x100 scale): measured here before any is offered as a setting
-COMBINATIONS = {"pair-mAP+nbr-agree": ("pair-mAP", "nbr-agree"), "pair-mAP+nbr-pairs": ("pair-mAP", "nbr-pairs")}
+# fixed reference partitions of the held-out images, made once per regime by the starting (zero-shot) model:
+# name -> which features are clustered. ``ref-*-mAP``: each held-out caption retrieving every image of its own
+# image's reference cluster (mAP x100); the partition is the same for every run of a regime, so it compares
+# runs of any config. Clustered with settings fixed before any run (below), never tuned on identities.
+REFERENCES = {"ref-image-mAP": "image", "ref-text-mAP": "text", "ref-fused-mAP": "fused"}
+REFERENCE_CLUSTERING = {"distance": "jaccard", "k1": 10, "k2": 3, "eps": 0.6, "min_samples": 2}
+CANDIDATES = (*RECORDED, *REFERENCES)
+# candidates made of other scores (each on a x100 scale): measured here before any is offered as a setting
+COMBINATIONS = {"pair-mAP+nbr-agree": ("pair-mAP", "nbr-agree"), "pair-mAP+nbr-pairs": ("pair-mAP", "nbr-pairs"),
+                **{f"pair-mAP+{name}": ("pair-mAP", name) for name in REFERENCES}}
+HELD_OUT_VERSION = 1  # of the scores computed from a run's saved held-out features (held_out_scores.json)
 GAPS = ((1.0, 2.0), (2.0, 4.0), (4.0, float("inf")))  # test R1 gaps of run pairs, by bucket (low exclusive)
 
 
@@ -98,35 +111,177 @@ def run_one(regime: str, trial: str, seed: int, epochs: int, runs: Path) -> list
     config_name, overrides = trial_config(trial)
     out = runs / regime / "-".join([config_name, *overrides, f"seed{seed}", f"e{epochs}"])
     saved = out / "epochs.json"
-    if saved.is_file():
-        return json.loads(saved.read_text())
+    if not saved.is_file():
+        train_one(config_name, overrides, regime, seed, epochs, out)
+    rows = json.loads(saved.read_text())
+    if (out / "held_out.npz").is_file():  # runs recorded before the features were kept have the recorded scores
+        held_out = held_out_scores(out)
+        for row in rows:
+            row["label_free"] = {**held_out[row["epoch"]], **row["label_free"]}
+    return rows
+
+
+def finished(regime: str, trial: str, seed: int, epochs: int, runs: Path) -> bool:
+    config_name, overrides = trial_config(trial)
+    return (runs / regime / "-".join([config_name, *overrides, f"seed{seed}", f"e{epochs}"]) / "epochs.json").is_file()
+
+
+def train_one(config_name: str, overrides: list[str], regime: str, seed: int, epochs: int, out: Path) -> None:
+    """Train a run, recording test R1 and the held-out features of every epoch -> ``epochs.json``."""
     from cpcl.engine import trainer
 
     config = load_config(resolve_config_path(config_name),
                          [*REGIMES[regime][1], *overrides, f"train.seed={seed}", f"train.epochs={epochs}"])
     test_r1: dict[int, float] = {}
-    run_epoch = trainer.run_epoch
+    held_out: dict[str, np.ndarray] = {}  # the val split's features per epoch (0: the starting model)
+    run_epoch, validate = trainer.run_epoch, trainer.validate
 
     def run_epoch_and_test(config, state, train_model, data, epoch, steps_per_epoch, device, *args, **kwargs):
+        if not held_out:
+            _keep_features(held_out, 0, *data.val.features(state.model, device, 256), data.val)
         row = run_epoch(config, state, train_model, data, epoch, steps_per_epoch, device, *args, **kwargs)
         # the evidence only: nothing in the run reads this (and no generator moves: the evaluation loader has
         # its own)
         test_r1[epoch] = data.test.evaluate(state.model, device, 256).rank1
         return row
 
-    trainer.run_epoch = run_epoch_and_test
+    def validate_and_keep(model, val, device, *args, **kwargs):
+        queries, gallery = val.features(model, device, 256)
+        _keep_features(held_out, len([k for k in held_out if k.startswith("text_")]), queries, gallery, val)
+        return validate(model, val, device, *args, **kwargs)
+
+    trainer.run_epoch, trainer.validate = run_epoch_and_test, validate_and_keep
     try:
         trainer.train(config, out, progress=False, overwrite=True)
     finally:
-        trainer.run_epoch = run_epoch
+        trainer.run_epoch, trainer.validate = run_epoch, validate
+    np.savez_compressed(out / "held_out.npz", **held_out)
     rows = []
+    saved = out / "epochs.json"
     for line in (out / "metrics.jsonl").read_text().splitlines()[1:]:
         row = json.loads(line)
         rows.append({"epoch": row["epoch"], "val": row["val"]["rank1"] + row["val"]["mAP"],
                      "val_rank1": row["val"]["rank1"], "label_free": row["label_free"],
                      "test_rank1": test_r1[row["epoch"]]})
     saved.write_text(json.dumps(rows))
-    return rows
+
+
+def held_out_scores(out: Path) -> dict[int, dict[str, float]]:
+    """Every candidate computed from a run's saved held-out features (``held_out.npz``), per epoch; cached in
+    ``held_out_scores.json``. The references' bias against the held-out identities (pair precision and recall,
+    for the report only) comes with them under epoch 0."""
+    cache = out / "held_out_scores.json"
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("version") == HELD_OUT_VERSION:
+            return {int(e): v for e, v in saved["epochs"].items()}
+    with np.load(out / "held_out.npz") as kept:
+        kept = dict(kept)
+    own = torch.from_numpy(kept["caption_to_image"])
+    references = reference_partitions(kept["text_0"], kept["image_0"], kept["caption_to_image"])
+    epochs = {0: {name: pair_precision_recall(labels, kept["image_ids"]) for name, labels in references.items()}}
+    for epoch in sorted(int(k.split("_")[1]) for k in kept if k.startswith("text_") and k != "text_0"):
+        text = torch.from_numpy(kept[f"text_{epoch}"]).float()
+        image = torch.from_numpy(kept[f"image_{epoch}"]).float()
+        similarity = text @ image.t()
+        scores = {**pair_scores(similarity, own), **neighbourhood_scores(text, image, own)}
+        for name, labels in references.items():
+            scores[name] = reference_map(similarity, own, labels)
+        epochs[epoch] = scores
+    cache.write_text(json.dumps({"version": HELD_OUT_VERSION, "epochs": epochs}))
+    return epochs
+
+
+def reference_partitions(text: np.ndarray, image: np.ndarray, caption_to_image: np.ndarray) -> dict[str, np.ndarray]:
+    """Pseudo identities of the held-out images (-1: none) from the starting model's features: its image
+    features, the mean of each image's caption features, or both summed (each unit-normalised)."""
+    text = text.astype(np.float32)
+    by_image = np.zeros((len(image), text.shape[1]), np.float32)
+    np.add.at(by_image, caption_to_image, text)
+    by_image /= np.linalg.norm(by_image, axis=1, keepdims=True)
+    image = image.astype(np.float32)
+    fused = image + by_image
+    fused /= np.linalg.norm(fused, axis=1, keepdims=True)
+    features = {"image": image, "text": by_image, "fused": fused}
+    return {name: cluster_features(features[which], **REFERENCE_CLUSTERING).labels
+            for name, which in REFERENCES.items()}
+
+
+def reference_map(similarity: torch.Tensor, own: torch.Tensor, labels: np.ndarray) -> float:
+    """mAP (x100) of each caption retrieving its own image and every image of that image's reference cluster."""
+    ids = torch.from_numpy(labels).long()
+    ids = torch.where(ids < 0, ids.max() + 1 + torch.arange(len(ids)), ids)  # an outlier is a cluster of its own
+    return retrieval_metrics(similarity, ids[own], ids).mAP
+
+
+def pair_precision_recall(labels: np.ndarray, ids: np.ndarray) -> dict[str, float]:
+    """Of the image pairs a partition puts together, the share of one person (precision), and of the pairs of one
+    person, the share it puts together (recall): the reference's bias, for the report."""
+    same_cluster = (labels[:, None] == labels[None, :]) & (labels[:, None] >= 0)
+    same_person = ids[:, None] == ids[None, :]
+    off_diagonal = ~np.eye(len(ids), dtype=bool)
+    together, person = same_cluster & off_diagonal, same_person & off_diagonal
+    return {"precision": float((together & person).sum() / max(together.sum(), 1)),
+            "recall": float((together & person).sum() / max(person.sum(), 1)),
+            "clustered": float((labels >= 0).mean())}
+
+
+def measure_cost(sizes: tuple[int, ...] = (1000, 10000), dim: int = 512, repeats: int = 3) -> dict:
+    """Seconds per evaluation of each candidate family at ``sizes`` held-out captions (two per image), on unit
+    features with a person structure (4 images a person, each image and caption near its person's centre): the
+    pair scores, the three neighbourhood scores together, and a reference — built once per run (clustering the
+    starting model's held-out images) — then its mAP every evaluation. Best of ``repeats`` (the first call
+    compiles the clustering's kernels)."""
+    rng = np.random.default_rng(0)
+    return {captions: _cost_at(captions, dim, repeats, rng) for captions in sizes}
+
+
+def _cost_at(captions: int, dim: int, repeats: int, rng: np.random.Generator) -> dict[str, float]:
+    import time
+
+    images = captions // 2
+    centres = rng.standard_normal((images // 4 + 1, dim)).astype(np.float32)
+    person = np.arange(images) // 4
+    image = centres[person] + 0.8 * rng.standard_normal((images, dim)).astype(np.float32)
+    own = np.repeat(np.arange(images), 2)
+    text = centres[person[own]] + 0.8 * rng.standard_normal((captions, dim)).astype(np.float32)
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    t_image, t_text, t_own = torch.from_numpy(image), torch.from_numpy(text), torch.from_numpy(own)
+    labels = reference_partitions(text, image, own)["ref-fused-mAP"]
+    calls = {"pair scores": lambda: pair_scores(t_text @ t_image.t(), t_own),
+             "neighbourhood scores": lambda: neighbourhood_scores(t_text, t_image, t_own),
+             "reference, built once per run": lambda: reference_partitions(text, image, own),
+             "reference mAP": lambda: reference_map(t_text @ t_image.t(), t_own, labels)}
+    out = {}
+    for name, call in calls.items():
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        out[name] = min(times)
+    return out
+
+
+def cost_report(cost: dict) -> list[str]:
+    if not cost:
+        return []
+    sizes = list(cost)
+    rows = [[name, *(f"{cost[n][name]:.3f} s" for n in sizes)] for name in cost[sizes[0]]]
+    return ["", "## Cost per evaluation", "",
+            f"Held-out captions (two per image), 512-d unit features with a person structure; best of 3. Machine: "
+            f"{machine()} (other work may share the cores: compare within the table).", "",
+            markdown_table(["candidate", *(f"{n} captions" for n in sizes)], rows, "l" + "r" * len(sizes))]
+
+
+def _keep_features(kept: dict, epoch: int, queries, gallery, val) -> None:
+    """The held-out features of an epoch (float16), and once the pairing and — for the analysis of a reference
+    partition's bias only — the identities."""
+    kept[f"text_{epoch}"] = queries.half().cpu().numpy()
+    kept[f"image_{epoch}"] = gallery.half().cpu().numpy()
+    kept.setdefault("caption_to_image", val.caption_to_image.numpy())
+    kept.setdefault("image_ids", np.asarray(val.gallery_ids))
 
 
 def _argmax(rows: list[dict], key) -> dict:
@@ -240,7 +395,29 @@ def pairwise_report(pairs: dict) -> list[str]:
             markdown_table(header, rows, "lrrrrr")]
 
 
-def report(analyses: list[dict], sweeps: list[dict], args: argparse.Namespace, pairs: dict | None = None) -> str:
+def reference_bias(regime_runs: Path) -> dict | None:
+    """The reference partitions' pair precision and recall against the held-out identities (the same for every
+    run of a regime: one starting model)."""
+    for cache in sorted(regime_runs.glob("*/held_out_scores.json")):
+        return json.loads(cache.read_text())["epochs"]["0"]
+    return None
+
+
+def bias_report(bias: dict) -> list[str]:
+    rows = [[regime, name, *(f"{100 * b[key]:.0f} %" for key in ("precision", "recall", "clustered"))]
+            for regime, names in bias.items() if names for name, b in names.items()]
+    if not rows:
+        return []
+    return ["", "## The fixed references and their bias", "",
+            f"Each regime's held-out images clustered once by the starting model ({REFERENCE_CLUSTERING}, fixed "
+            "before any run); against the held-out identities (read here only): of the image pairs put together, "
+            "the share of one person (precision), of one person's pairs, the share put together (recall).", "",
+            markdown_table(["regime", "reference", "pair precision", "pair recall", "images clustered"], rows,
+                           "llrrr")]
+
+
+def report(analyses: list[dict], sweeps: list[dict], args: argparse.Namespace, pairs: dict | None = None,
+           bias: dict | None = None) -> str:
     rows = []
     for a in analyses:
         for name, c in a["candidates"].items():
@@ -256,7 +433,8 @@ def report(analyses: list[dict], sweeps: list[dict], args: argparse.Namespace, p
         f"Seeds {' '.join(map(str, args.seeds))}; ITC and CPCL with the shipped settings. τ: Kendall's, over each "
         "run's epochs, mean over runs. Regrets: test R1 of the identity-based choice minus test R1 of the "
         "label-free one (mean; worst for checkpoints). Test R1 per epoch is recorded for this table only.", "",
-        markdown_table(header, rows, "lrlrrrrrrl"), *sweep_report(sweeps), *pairwise_report(pairs or {})])
+        markdown_table(header, rows, "lrlrrrrrrl"), *sweep_report(sweeps), *pairwise_report(pairs or {}),
+        *bias_report(bias or {})])
 
 
 def sweep_report(sweeps: list[dict]) -> list[str]:
@@ -283,25 +461,42 @@ def main() -> None:
     parser.add_argument("--name", default="label_free_selection")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
                         help="also train CPCL with each value and report the sweep of every trial")
+    parser.add_argument("--cost", action="store_true", help="also time each candidate at 1k and 10k captions")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="train nothing: analyse the runs already under --runs (a seed missing a trial is left "
+                             "out of that regime and budget, and the report says so)")
+    parser.add_argument("--also", nargs="+", default=[], metavar="CONFIG",
+                        help="more trials: shipped configs (the ablation ladder's rungs: synthpedes_pmm ...)")
     args = parser.parse_args()
-    grid = [f"synthpedes_cpcl {key}={value}" for key, values in (g.split("=", 1) for g in args.grid)
-            for value in values.split(",")]
+    grid = [*args.also, *(f"synthpedes_cpcl {key}={value}" for key, values in (g.split("=", 1) for g in args.grid)
+                          for value in values.split(","))]
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
-    runs, analyses, sweeps = {}, [], []
+    runs, analyses, sweeps, left_out = {}, [], [], []
+    trials = [*CONFIGS, *grid]
     for regime in args.regimes:
         for epochs in args.epochs:
-            for config in [*CONFIGS, *grid]:
-                for seed in args.seeds:
+            seeds = args.seeds
+            if args.finished_only:
+                seeds = [s for s in args.seeds if all(finished(regime, t, s, epochs, args.runs) for t in trials)]
+                left_out += [f"{regime}, {epochs} epochs, seed {s}" for s in args.seeds if s not in seeds]
+            for config in trials:
+                for seed in seeds:
                     runs[(regime, config, seed, epochs)] = run_one(regime, config, seed, epochs, args.runs)
                     print(f"{regime} {config} seed {seed} e{epochs}: done", flush=True)
-            analyses.append(analyse(runs, regime, epochs, args.seeds))
+            if not seeds:
+                continue
+            analyses.append(analyse(runs, regime, epochs, seeds))
             if grid:
-                sweeps.append(sweep(runs, regime, epochs, args.seeds, [*CONFIGS, *grid]))
+                sweeps.append(sweep(runs, regime, epochs, seeds, trials))
     pairs = pairwise(runs, [(r, e) for r in args.regimes for e in args.epochs], [*CANDIDATES, *COMBINATIONS])
+    bias = {regime: reference_bias(args.runs / regime) for regime in args.regimes}
+    cost = measure_cost() if args.cost else {}
     write_results(args.name, {"command": command(), "machine": machine(), "analyses": analyses,
-                              "sweeps": sweeps, "pairwise": pairs,
+                              "sweeps": sweeps, "pairwise": pairs, "reference_bias": bias, "cost": cost,
+                              "left_out": left_out,
                               "runs": {"|".join(map(str, k)): v for k, v in runs.items()}},
-                  report(analyses, sweeps, args, pairs))
+                  report(analyses, sweeps, args, pairs, bias) + "\n".join(cost_report(cost))
+                  + (f"\n\nLeft out (a trial not trained): {'; '.join(left_out)}\n" if left_out else ""))
 
 
 if __name__ == "__main__":

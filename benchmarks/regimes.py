@@ -46,6 +46,11 @@ REGIMES: dict[str, tuple[str, list[str]]] = {
     "uniforms": ("half the persons wear the outfit (clothes, shoes, bag) of an earlier one, told apart only by hair, "
                  "skin, build, headwear and glasses; otherwise the default",
                  ["data.root=data/regimes/uniforms", "data.synth.uniform_fraction=0.5"]),
+    "views": ("5 images per person, each from one of 6 fixed cameras with its own scene and colour cast, and one "
+              "caption per image: a person's images differ more than an image's captions do, so what CPCL adds is "
+              "mostly identity-level (a caption near its person's other images)",
+              ["data.root=data/regimes/views", "data.synth.cameras=6", "data.synth.images_per_id=5.0",
+               "data.synth.captions_per_image=1"]),
     "large": ("2300 identities (2000 train), otherwise the default",
               ["data.root=data/regimes/large", "data.synth.num_ids=2300"]),
 }
