@@ -119,7 +119,7 @@ def test_a_server_with_a_token_in_headless_chromium(gallery, tiny_checkpoint, tm
     _require_browser()
     index_dir = tmp_path / "idx"
     build_index(load_retriever(tiny_checkpoint), gallery, index_dir)
-    (tmp_path / "token").write_text("tok-3f9a\n")
+    (tmp_path / "token").write_text("tok-3f9a-7c21-e04b-55d8\n")
     with serve_in_subprocess(index_dir, "--token-file", str(tmp_path / "token"), timeout=60) as running:
         driver = _chrome()
         try:

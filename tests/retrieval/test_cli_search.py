@@ -159,3 +159,26 @@ def test_a_second_folder_beside_the_first_is_added_and_searched(gallery, tiny_ch
 
     hit = after.search_hits(load_retriever(tiny_checkpoint).encode_images([own]), 1)[0][0]
     assert after.absolute_path(hit.item) == (crops2 / "sub" / own.name).resolve()
+
+
+def test_queries_without_a_word_are_refused_naming_which(gallery, tiny_checkpoint, tmp_path, capsys):
+    """Punctuation, an emoji, a zero-width space, bytes that are not UTF-8: no word to encode, so no ranking (they
+    all ranked alike); among several queries the message says which one."""
+    import os
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for p in gallery[:3]:
+        shutil.copy(p, crops / p.name)
+    index = tmp_path / "idx"
+    assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--out",
+                 str(index), "--device", "cpu", "--workers", "0"]) == 0
+    capsys.readouterr()
+    not_utf8 = os.fsdecode(b"\xff\xfe a man")  # how a non-UTF-8 argument reaches Python
+    for query, said in (("...", "has no word"), ("\U0001F600", "has no word"), ("\u200b", "has no word"),
+                        (not_utf8, "is not valid UTF-8 text")):
+        assert main(["search", str(index), query, "--device", "cpu"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, err
+    assert main(["search", str(index), "a man in red", "!!!", "a woman", "--device", "cpu"]) == 2
+    assert "query 2 of 3: the query '!!!' has no word" in capsys.readouterr().err

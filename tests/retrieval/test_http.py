@@ -33,6 +33,11 @@ def test_page_info_and_search(client):
 @pytest.mark.parametrize("params, needle", [
     ({"q": ""}, "q: String should have at least 1 character"),
     ({"q": "   "}, "the query is empty"),
+    ({"q": "..."}, "has no word (no letter or digit)"),
+    ({"q": "!!!"}, "has no word"),
+    ({"q": "\U0001F600"}, "has no word"),
+    ({"q": "\u200b"}, "has no word"),
+    ({"q": "\u200b\u200b \u2060"}, "has no word"),
     ({"q": "x" * (MAX_QUERY_CHARS + 1)}, f"at most {MAX_QUERY_CHARS} characters"),
     ({"q": "a man", "k": 0}, "k: Input should be greater than or equal to 1"),
     ({"q": "a man", "k": MAX_K + 1}, f"k: Input should be less than or equal to {MAX_K}"),
@@ -123,7 +128,8 @@ def test_the_serve_token_comes_from_a_file_or_the_environment(tmp_path, monkeypa
 
     monkeypatch.delenv("CPCL_SERVE_TOKEN", raising=False)
     for content, needle in (("", "expected one token without spaces"), ("two words", "expected one token"),
-                            (None, "cannot read it")):
+                            (None, "cannot read it"), ("x", "a token of 1 characters is guessed in moments"),
+                            ("clé-secrète-de-vingt-caractères", "characters an Authorization header cannot carry")):
         token_file = tmp_path / "token.txt"
         token_file.unlink(missing_ok=True)
         if content is not None:
@@ -132,6 +138,21 @@ def test_the_serve_token_comes_from_a_file_or_the_environment(tmp_path, monkeypa
         assert main(["serve", str(tmp_path / "no-index"), "--token-file", str(token_file)]) == 2
         err = capsys.readouterr().err
         assert f"--token-file {token_file}: " in err and needle in err and err.count("\n") == 1, err
-    monkeypatch.setenv("CPCL_SERVE_TOKEN", "a b")
-    assert main(["serve", str(tmp_path / "no-index")]) == 2
-    assert "$CPCL_SERVE_TOKEN: expected one token" in capsys.readouterr().err
+    for value in ("a b", "   "):  # set but blank: refused, never served without a token
+        monkeypatch.setenv("CPCL_SERVE_TOKEN", value)
+        assert main(["serve", str(tmp_path / "no-index")]) == 2
+        assert "$CPCL_SERVE_TOKEN: expected one token" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_refused_before_serving(tmp_path, capsys):
+    import socket
+
+    from cpcl.cli import main
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tmp_path / "no-index"), "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"--host 127.0.0.1 --port {port}: cannot listen there" in err and "serving" not in err

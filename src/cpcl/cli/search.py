@@ -169,6 +169,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          f"and {args.batch_window_ms}")
     batching = {} if args.max_batch == 1 else {"batch_window_ms": args.batch_window_ms, "max_batch": args.max_batch}
     token = _serve_token(args.token_file)
+    _check_port_free(args.host, args.port)
     service = _open_service(args, **batching)
     service.warm_up()
     gc.freeze()  # the model, index and libraries are long-lived: a full collection no longer walks them (~0.2 s)
@@ -188,19 +189,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve_token(token_file: str | None) -> str | None:
     """The token ``cpcl serve`` requires: the contents of ``--token-file``, else $CPCL_SERVE_TOKEN, else none."""
     if token_file is None:
-        source, token = "$CPCL_SERVE_TOKEN", os.environ.get("CPCL_SERVE_TOKEN", "").strip()
-        if not token:
+        if "CPCL_SERVE_TOKEN" not in os.environ:
             return None
+        source, token = "$CPCL_SERVE_TOKEN", os.environ["CPCL_SERVE_TOKEN"].strip()  # set but blank: refused
     else:
         source = f"--token-file {token_file}"
         try:
             token = Path(token_file).read_text().strip()
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"{source}: cannot read it ({exc})") from None
+    make = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
     if not token or any(c.isspace() for c in token):
-        raise UsageError(f"{source}: expected one token without spaces, e.g. the output of "
-                         "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        raise UsageError(f"{source}: expected one token without spaces, e.g. the output of {make}")
+    if not all(33 <= ord(c) < 127 for c in token):  # an HTTP header (Bearer) carries ASCII only
+        raise UsageError(f"{source}: the token has characters an Authorization header cannot carry (ASCII "
+                         f"letters, digits and punctuation only); make one with {make}")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise UsageError(f"{source}: a token of {len(token)} characters is guessed in moments; use at least "
+                         f"{MIN_TOKEN_CHARS}, e.g. the output of {make}")
     return token
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse, before the model is loaded and "serving" is printed, a port another program listens on."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"--host {host} --port {port}: cannot listen there ({exc.strerror}); choose another "
+                             "--port") from None
 
 
 def _add_encode_args(p: argparse.ArgumentParser) -> None:
@@ -263,7 +287,7 @@ def register(sub) -> None:
     p.add_argument("index", help="index directory (or Milvus collection)")
     _add_backend(p)
     p.add_argument("query", nargs="+", help="one or more descriptions (quote each)")
-    p.add_argument("-k", type=int, default=10, help="results per query")
+    p.add_argument("-k", type=whole(1, 100), default=10, help="results per query")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     add_output_file(p, "--grid", "write a PNG of the top-k crops with ranks and scores", (".png",))
     p.add_argument("--overwrite", action="store_true", help="replace an existing --grid file (refused otherwise)")

@@ -59,6 +59,13 @@ def validate_query(query: str, k: int) -> str:
         raise QueryError(f"the query must be text (a str), got {type(query).__name__}")
     if not query.strip():
         raise QueryError("the query is empty: describe the person, e.g. 'a man in a grey hoodie'")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that were not UTF-8, carried as lone surrogates
+        raise QueryError(f"the query {query!r} is not valid UTF-8 text") from None
+    if not any(ch.isalnum() for ch in query):  # "...", "!!!", an emoji, a zero-width space: no word to encode
+        raise QueryError(f"the query {query!r} has no word (no letter or digit): describe the person, e.g. "
+                         "'a man in a grey hoodie'")
     if len(query) > MAX_QUERY_CHARS:
         raise QueryError(f"the query has {len(query)} characters; at most {MAX_QUERY_CHARS} are accepted")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
@@ -116,7 +123,15 @@ class SearchService:
 
     def search_many(self, queries: Sequence[str], k: int = 10, nprobe: int | None = None) -> list[SearchResult]:
         """Several queries encoded as one batch and searched together -> one result each, in order."""
-        return self._run_batch([validate_query(q, k) for q in queries], k, nprobe)
+        checked = []
+        for number, query in enumerate(queries, 1):
+            try:
+                checked.append(validate_query(query, k))
+            except QueryError as exc:
+                if len(queries) == 1:
+                    raise
+                raise QueryError(f"query {number} of {len(queries)}: {exc}") from None
+        return self._run_batch(checked, k, nprobe)
 
     def warm_up(self) -> None:
         """Encode and search a batch of each size the server will see first, so that the first users do not pay
