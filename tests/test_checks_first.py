@@ -46,7 +46,6 @@ def test_the_demo_checks_every_run_before_the_first_trains(tmp_path, capsys):
     (["loss.temperature=0.02,-1"], "loss.temperature must be positive, got -1"),
     (["cluster.eps=0.4,0.4"], "0.4 given twice"),
     (["cluster.eps=0.4", "cluster.eps=0.5"], "--grid cluster.eps is given twice"),
-    (["cluster.eps=0.4,0.40"], "are the same config, so no trial is trained"),
 ])
 def test_a_sweep_refuses_a_grid_it_cannot_train_as_asked(grid, said, tiny_synth, tmp_path, capsys):
     config = tmp_path / "cfg.yaml"
@@ -57,3 +56,42 @@ def test_a_sweep_refuses_a_grid_it_cannot_train_as_asked(grid, said, tiny_synth,
     assert main(argv) == 2
     assert said in capsys.readouterr().err
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_trial_that_repeats_another_config_is_said_and_trained_once(tiny_synth, tmp_path, caplog):
+    """A grid value equal to the incumbent's (cluster.eps 0.6 is the config's own) and the same number written
+    twice (0.4, 0.40): each config is trained once, and the repeats are said."""
+    import logging
+
+    from cpcl.selection import check_plan, trial_overrides
+
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(tiny_synth, "cluster.enabled=true").to_dict()))
+    plan = [(config, overrides, "") for overrides in trial_overrides({"cluster.eps": ["0.6", "0.4", "0.40"]})]
+    with caplog.at_level(logging.WARNING, logger="cpcl.selection"):
+        kept = check_plan(plan, [])
+    assert [overrides for _, overrides, _ in kept] == [(), ("cluster.eps=0.4",)]
+    assert "the trial cluster.eps=0.6 is the same config as cfg as it is: trained once" in caplog.text
+    assert "the trial cluster.eps=0.40 is the same config as the trial cluster.eps=0.4" in caplog.text
+
+
+@pytest.mark.parametrize("override, said", [
+    ("cluster.eps=abc", "--set cluster.eps=abc: cluster.eps: expected a number, got 'abc'"),
+    ("cluster.eps=-1", "--set cluster.eps=-1: cluster.eps must be positive"),
+    ("cluster.epz=1", "--set cluster.epz=1: unknown config key(s): cluster.epz"),
+    ("data.root=2024", "--set data.root=2024: data.root: expected a string, got 2024 (YAML reads 2024 as a value, "
+                       "not text: quote it, --set 'data.root=\"2024\"')"),
+])
+def test_a_bad_value_from_set_is_said_against_the_set(override, said, capsys):
+    """Not against the packaged YAML file, which holds no such value."""
+    assert main(["train", "--config", "synthpedes_cpcl", "--out", "unused", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {said}") and "synthpedes_cpcl.yaml" not in err, err
+
+
+@pytest.mark.parametrize("argv", [["synth", "--out", "unused"], ["sweep", "--config", "synthpedes_cpcl", "--grid",
+                                                                "cluster.eps=0.5", "--out", "unused"]])
+def test_a_negative_seed_is_refused_naming_the_option(argv, capsys):
+    with pytest.raises(SystemExit):
+        main([*argv, "--seed", "-1"])
+    assert "argument --seed: must be at least 0, got -1" in capsys.readouterr().err

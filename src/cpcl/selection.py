@@ -106,7 +106,7 @@ def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str 
         base_overrides = ["train.select_on=label-free", *base_overrides]
     plan = [(Path(config_path), overrides, "") for overrides in trial_overrides(grid, limit, seed)]
     plan += [(Path(other), (), str(other)) for other in also]
-    check_plan(plan, base_overrides, score)  # before anything is written or trained
+    plan = check_plan(plan, base_overrides, score)  # before anything is written or trained
     with exclusive(Path(out), "a selection"):  # one sweep writes a folder at a time
         out = Path(out)
         if (out / "selection.json").is_file() or overwrite:  # a finished one is refused; a partial one continues
@@ -132,26 +132,39 @@ def run_selection(config_path: str | Path, grid: dict[str, list[str]], out: str 
         return selection
 
 
-def check_plan(plan: list[tuple[Path, tuple[str, ...], str]], base_overrides, score: str = "val") -> None:
-    """Build every trial's config first: a grid or ``--set`` that cannot be read (an unknown key, a value of the
-    wrong type) stops the sweep before its first trial, naming it, and so do trials whose scores could not be
-    compared (:func:`check_comparable`). A combination of valid settings that cannot do what it says stays a
-    trial of its own, recorded as invalid and not trained."""
-    configs = []
-    for number, (path, overrides, _) in enumerate(plan):
-        what = f"the trial {' '.join(overrides)}" if overrides else f"{path.stem} as it is"
+def _plan_name(entry: tuple[Path, tuple[str, ...], str]) -> str:
+    path, overrides, _ = entry
+    return f"the trial {' '.join(overrides)}" if overrides else f"{path.stem} as it is"
+
+
+def check_plan(plan: list[tuple[Path, tuple[str, ...], str]], base_overrides,
+               score: str = "val") -> list[tuple[Path, tuple[str, ...], str]]:
+    """Build every trial's config first -> the plan, each config once. A grid or ``--set`` that cannot be read
+    (an unknown key, a value of the wrong type or out of its range) stops the sweep before its first trial,
+    naming it, and so do trials whose scores could not be compared (:func:`check_comparable`). A combination of
+    valid settings that cannot do what it says stays a trial of its own, recorded as invalid and not trained. A
+    trial whose config equals an earlier one's (a grid value equal to the incumbent's; 0.4 and 0.40) is said and
+    left out: it would train the same run again."""
+    configs, numbers = [], []
+    for number, entry in enumerate(plan):
+        path, overrides, _ = entry
         try:
-            configs.append((f"{what} (trial {number})", load_config(path, [*base_overrides, *overrides])))
+            configs.append((f"{_plan_name(entry)} (trial {number})", load_config(path, [*base_overrides, *overrides])))
+            numbers.append(number)
         except InconsistentConfig:
             continue
         except ConfigError as exc:
-            raise ConfigError(f"{what} cannot be read, so no trial is trained: {exc}") from None
-    seen: dict[str, str] = {}
-    for what, config in configs:  # two trials that would train the same run (cluster.eps=0.4 and 0.40, ...)
-        same = seen.setdefault(json.dumps(config.to_dict(), sort_keys=True), what)
-        if same != what:
-            raise ConfigError(f"{same} and {what} are the same config, so no trial is trained: drop one")
+            raise ConfigError(f"{_plan_name(entry)} cannot be read, so no trial is trained: {exc}") from None
     check_comparable(configs, score)
+    first_of: dict[str, int] = {}
+    repeated = set()
+    for number, (_, config) in zip(numbers, configs, strict=True):
+        first = first_of.setdefault(json.dumps(config.to_dict(), sort_keys=True), number)
+        if first != number:
+            repeated.add(number)
+            log.warning("%s is the same config as %s: trained once", _plan_name(plan[number]),
+                        _plan_name(plan[first]))
+    return [entry for number, entry in enumerate(plan) if number not in repeated]
 
 
 # what every trial of a sweep must share, beyond the held-out data, for its score to rank them: the settings

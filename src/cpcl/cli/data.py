@@ -78,7 +78,7 @@ def register(sub) -> None:
 
     p = command(sub, "synth", "generate the SynthPedes benchmark (CUHK-PEDES format)")
     p.add_argument("--out", type=output_folder, required=True, help="folder to write the dataset into")
-    p.add_argument("--seed", type=int, default=0, help="generator seed: the dataset is a pure function of it")
+    p.add_argument("--seed", type=whole(0), default=0, help="generator seed: the dataset is a pure function of it")
     p.add_argument("--ids", type=whole(1), default=1000, help="number of identities")
     p.add_argument("--val-ids", type=whole(0), default=100, help="identities held out for val")
     p.add_argument("--test-ids", type=whole(0), default=200, help="identities held out for test")

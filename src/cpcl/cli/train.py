@@ -257,7 +257,7 @@ def register(sub) -> None:
     p.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
                    help="values to try for a config key (repeatable; trials are their combinations)")
     p.add_argument("--trials", type=whole(1), help="train this many combinations, drawn with --seed (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="which combinations --trials draws")
+    p.add_argument("--seed", type=whole(0), default=0, help="which combinations --trials draws")
     p.add_argument("--also", action="append", metavar="CONFIG",
                    help="also train this config as it is, as one more trial (repeatable); with the baseline "
                         "(synthpedes_itc) the choice is never a setting that does worse on val than it")

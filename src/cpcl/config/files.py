@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -115,10 +116,32 @@ def config_from_dict(values: dict[str, Any] | None, overrides: list[str] | tuple
     tree: dict[str, Any] = {}
     if values:
         tree = _merge({}, values)
+    set_by = {}
     for text in overrides:
         key, value = parse_override(text)
         _set_dotted(tree, key, value)
-    return _build(Config, tree)
+        set_by[key] = text
+    try:
+        return _build(Config, tree)
+    except ConfigError as exc:
+        raise _from_override(exc, set_by) from None
+
+
+def _from_override(exc: ConfigError, set_by: dict[str, str]) -> ConfigError:
+    """``exc`` said against the ``--set`` that gave the faulty value, where one did (not the config file), with
+    a hint where YAML read a value as a number or a boolean that was meant as text."""
+    message = str(exc)
+    named = {k: m.start() for k in set_by if (m := re.search(rf"(?<![\w.]){re.escape(k)}(?![\w.])", message))}
+    if not named:
+        return exc
+    key = min(named, key=named.get)  # the key the message names first
+    raw = set_by[key].split("=", 1)[1]
+    hint = ""
+    if "expected a string" in message:
+        hint = f" (YAML reads {raw} as a value, not text: quote it, --set '{key}=\"{raw}\"')"
+    out = type(exc)(f"--set {set_by[key]}: {message}{hint}")
+    out.named_source = True
+    return out
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +203,9 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     try:
         return config_from_dict(values, overrides)
     except ConfigError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise type(exc)(f"{where}{exc}") from None
+        if getattr(exc, "named_source", False) or path is None:  # a --set value: said against the --set
+            raise
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def config_yaml(config: Config) -> str:
