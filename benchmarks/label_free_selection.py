@@ -495,7 +495,7 @@ def main() -> None:
                               "sweeps": sweeps, "pairwise": pairs, "reference_bias": bias, "cost": cost,
                               "left_out": left_out,
                               "runs": {"|".join(map(str, k)): v for k, v in runs.items()}},
-                  report(analyses, sweeps, args, pairs, bias) + "\n".join(cost_report(cost))
+                  report(analyses, sweeps, args, pairs, bias) + "\n" + "\n".join(cost_report(cost))
                   + (f"\n\nLeft out (a trial not trained): {'; '.join(left_out)}\n" if left_out else ""))
 
 
