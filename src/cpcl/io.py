@@ -153,6 +153,8 @@ def exclusive(directory: str | Path, what: str, shown: str | None = None) -> Ite
         del _held[directory]
         handle.seek(0)
         handle.truncate()  # released cleanly: nothing for the next holder to report
+        if [entry.name for entry in directory.iterdir()] == [LOCK_FILE]:
+            (directory / LOCK_FILE).unlink()  # the command wrote nothing here: it leaves nothing either
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
 

@@ -125,7 +125,7 @@ def test_a_server_with_a_token_in_headless_chromium(gallery, tiny_checkpoint, tm
         try:
             driver.get(running.url + "/")
             assert "needs its token" in driver.find_element(By.TAG_NAME, "body").text
-            driver.get(running.url + "/?token=tok-3f9a")
+            driver.get(running.url + "/?token=tok-3f9a-7c21-e04b-55d8")
             wait = WebDriverWait(driver, 30)
             wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#examples button.example"))
             assert "token" not in driver.current_url

@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import pytest
 from PIL import Image
 
 from cpcl.cli import main
@@ -39,8 +40,9 @@ def test_index_build_add_info_search(gallery, tiny_checkpoint, other_checkpoint,
     # another model's checkpoint is refused, with the way out in the message
     assert main(["search", str(index), "a man", "--checkpoint", str(other_checkpoint)]) == 2
     assert "rebuild it with `cpcl index build" in capsys.readouterr().err
-    assert main(["search", str(index), "a man", "-k", "1000"]) == 2
-    assert "k must be between 1 and 100" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # refused by the parser, before the index is opened
+        main(["search", str(index), "a man", "-k", "1000"])
+    assert "argument -k: must be between 1 and 100, got 1000" in capsys.readouterr().err
     assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops),
                  "--out", str(index), "--device", "cpu"]) == 2
     assert "already holds an index" in capsys.readouterr().err
