@@ -37,6 +37,14 @@ def tiny_synth(tmp_path_factory) -> Path:
     return root
 
 
+def crops_folder(gallery: list[Path], folder: Path, count: int) -> Path:
+    """``folder`` (created) holding copies of the first ``count`` gallery images: a practitioner's crops."""
+    folder.mkdir(parents=True)
+    for path in gallery[:count]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    return folder
+
+
 def tiny_config(root: Path, *overrides: str):
     return config_from_dict({
         "data": {"format": "cuhk-pedes", "root": str(root)},

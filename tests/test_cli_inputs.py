@@ -4,7 +4,6 @@ left on disk (issue: check everything before any work): configs, option values, 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from PIL import Image
 from cpcl.cli import main
 from cpcl.data.datasets import read_image
 from cpcl.data.images import to_rgb
+from tests.conftest import crops_folder
 
 
 def test_a_config_with_a_section_twice_names_the_key_and_both_lines(tiny_synth, tmp_path, capsys):
@@ -134,15 +134,8 @@ def test_a_sweep_whose_grid_cannot_be_read_trains_nothing(tmp_path, capsys, monk
         main(["sweep", "--config", "synthpedes_cpcl", "--grid", "cluster.eps=0.4", "--trials", "0", "--out", "s"])
 
 
-def _crops(gallery, folder: Path, count: int) -> Path:
-    folder.mkdir()
-    for path in gallery[:count]:
-        (folder / path.name).write_bytes(path.read_bytes())
-    return folder
-
-
 def test_index_build_refusals_leave_nothing(tiny_checkpoint, gallery, tmp_path, capsys):
-    crops = _crops(gallery, tmp_path / "crops", 6)
+    crops = crops_folder(gallery, tmp_path / "crops", 6)
     base = ["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--device", "cpu",
             "--workers", "0"]
     assert main([*base, "--out", str(tmp_path / "ivf"), "--kind", "ivf", "--nlist", "64"]) == 2
@@ -164,7 +157,7 @@ def test_an_interrupted_index_build_says_so_and_leaves_no_empty_folder(tiny_chec
         raise KeyboardInterrupt
 
     monkeypatch.setattr(service, "_encode_readable", interrupted)
-    crops = _crops(gallery, tmp_path / "crops", 3)
+    crops = crops_folder(gallery, tmp_path / "crops", 3)
     assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--out",
                  str(tmp_path / "idx"), "--device", "cpu", "--workers", "0"]) == 130
     err = capsys.readouterr().err
@@ -173,7 +166,7 @@ def test_an_interrupted_index_build_says_so_and_leaves_no_empty_folder(tiny_chec
 
 
 def test_a_truncated_embeddings_file_names_the_file_and_the_index(tiny_checkpoint, gallery, tmp_path, capsys):
-    crops = _crops(gallery, tmp_path / "crops", 4)
+    crops = crops_folder(gallery, tmp_path / "crops", 4)
     index = tmp_path / "idx"
     assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--out", str(index),
                  "--device", "cpu", "--workers", "0"]) == 0

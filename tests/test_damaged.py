@@ -8,7 +8,7 @@ import torch
 
 from cpcl.cli import main
 from cpcl.model.checkpoint import read_checkpoint
-from tests.conftest import tiny_config
+from tests.conftest import crops_folder, tiny_config
 
 
 def _flip(path, at: float = 0.5, count: int = 400) -> None:
@@ -50,10 +50,7 @@ def test_a_cpcl_checkpoint_without_its_weights_is_named(tiny_checkpoint, tmp_pat
 
 
 def test_a_damaged_index_file_is_refused(tiny_checkpoint, gallery, tmp_path, capsys):
-    crops = tmp_path / "crops"
-    crops.mkdir()
-    for p in gallery[:6]:
-        shutil.copy(p, crops / p.name)
+    crops = crops_folder(gallery, tmp_path / "crops", 6)
     for kind in ("exact", "ivf"):
         index = tmp_path / kind
         assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--out",

@@ -4,7 +4,6 @@ process that holds it; a holder that died releases its lock, and the next one sa
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import yaml
 
 from cpcl.cli import main
 from cpcl.io import LOCK_FILE
-from tests.conftest import tiny_config
+from tests.conftest import crops_folder, tiny_config
 
 
 def _holding(folder, child, seconds=120):
@@ -86,10 +85,7 @@ def test_every_writer_refuses_what_another_process_holds(tiny_synth, tiny_checkp
     with the holder named, and the output left as it was."""
     from cpcl.retrieval.milvus import collection_lock_dir
 
-    crops = tmp_path / "crops"
-    crops.mkdir()
-    for p in gallery[:4]:
-        shutil.copy(p, crops / p.name)
+    crops = crops_folder(gallery, tmp_path / "crops", 4)
     index = tmp_path / "idx"
     assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--out",
                  str(index), "--device", "cpu", "--workers", "0"]) == 0

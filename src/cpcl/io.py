@@ -133,10 +133,9 @@ def exclusive(directory: str | Path, what: str, shown: str | None = None) -> Ite
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = _lock_holder(handle)
+        refusal = _busy(shown or directory, handle, what)
         handle.close()
-        raise BusyError(f"{shown or directory} is in use by {holder or 'another process'}: {what} cannot share "
-                        "it; wait until that process ends, or choose another") from None
+        raise refusal from None
     previous = _lock_holder(handle)
     if previous:
         log.warning("%s: took over the lock of %s, which ended without releasing it (killed or crashed): what it "
@@ -157,6 +156,12 @@ def exclusive(directory: str | Path, what: str, shown: str | None = None) -> Ite
             (directory / LOCK_FILE).unlink()  # the command wrote nothing here: it leaves nothing either
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def _busy(shown: str | Path, handle, what: str) -> BusyError:
+    """The refusal of a folder whose lock another process holds, naming that process."""
+    return BusyError(f"{shown} is in use by {_lock_holder(handle) or 'another process'}: {what} cannot share it; "
+                     "wait until that process ends, or choose another")
 
 
 def _lock_holder(handle) -> str:
@@ -181,8 +186,7 @@ def ensure_free(directory: str | Path, what: str) -> None:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise BusyError(f"{directory} is in use by {_lock_holder(handle) or 'another process'}: {what} cannot "
-                            "share it; wait until that process ends, or choose another") from None
+            raise _busy(directory, handle, what) from None
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 

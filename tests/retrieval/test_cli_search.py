@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from cpcl.cli import main
+from tests.conftest import crops_folder
 
 
 def test_index_build_add_info_search(gallery, tiny_checkpoint, other_checkpoint, tmp_path, capsys):
@@ -168,10 +169,7 @@ def test_queries_without_a_word_are_refused_naming_which(gallery, tiny_checkpoin
     all ranked alike); among several queries the message says which one."""
     import os
 
-    crops = tmp_path / "crops"
-    crops.mkdir()
-    for p in gallery[:3]:
-        shutil.copy(p, crops / p.name)
+    crops = crops_folder(gallery, tmp_path / "crops", 3)
     index = tmp_path / "idx"
     assert main(["index", "build", "--checkpoint", str(tiny_checkpoint), "--images", str(crops), "--out",
                  str(index), "--device", "cpu", "--workers", "0"]) == 0
